@@ -1,0 +1,1 @@
+"""Benchmark harness of the identity engine: seeded workloads (`bench.workloads`) and a CLI."""

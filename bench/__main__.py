@@ -1,0 +1,200 @@
+"""Command line of the benchmark harness: ``python -m bench COMMAND [options]``.
+
+Commands live in `COMMANDS`, a dispatch table from name to a `Command` (help text, a function
+adding the command's options to its sub-parser, and a function running it). To add a command,
+write those two functions and add one entry; nothing else changes.
+
+Examples
+--------
+``python -m bench generate --calls 1e6 --shape issue2 -o issue2.url.gz``
+``python -m bench generate --calls 1000 --shape mixed --format km --include-key -o -``
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import NamedTuple
+
+from bench import workloads
+
+
+class Command(NamedTuple):
+    """One subcommand: its help, how to configure its parser, how to run it."""
+
+    help: str
+    configure: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+
+
+def _count(text: str) -> int:
+    """Parse a call count: ``1000``, ``1_000_000``, ``1e6``, ``250k`` or ``1M``."""
+    raw = text.strip().replace("_", "").replace(",", "")
+    scale = {"k": 1_000, "m": 1_000_000}.get(raw[-1:].lower(), 1)
+    if scale != 1:
+        raw = raw[:-1]
+    try:
+        value = float(raw) * scale
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a count: {text!r}") from None
+    if value < 0 or value != int(value):
+        raise argparse.ArgumentTypeError(f"not a whole count >= 0: {text!r}")
+    return int(value)
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1: {text!r}")
+    return value
+
+
+# --- generate ------------------------------------------------------------------------------
+
+
+def _configure_generate(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--calls",
+        "-n",
+        type=_count,
+        required=True,
+        metavar="N",
+        help="how many calls to write (1000, 1_000_000, 1e6, 250k, 1M)",
+    )
+    parser.add_argument(
+        "--shape",
+        choices=sorted(workloads.SHAPES),
+        default=workloads.DEFAULT_SHAPE,
+        metavar="NAME",
+        help=f"workload shape, one of {', '.join(workloads.SHAPES)} "
+        f"(default: {workloads.DEFAULT_SHAPE})",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    parser.add_argument(
+        "--tenants",
+        type=_positive,
+        default=None,
+        metavar="T",
+        help="number of tenants tenant-1..tenant-T (default: 3 for mixed, else 1)",
+    )
+    parser.add_argument(
+        "--format",
+        "-f",
+        dest="fmt",
+        choices=sorted(workloads.FORMATS),
+        default="url",
+        help="url: /e?_k=...&_p=... lines; km: Kissmetrics export JSON lines (default: url)",
+    )
+    parser.add_argument(
+        "--include-key",
+        action="store_true",
+        help="with --format km, write each call's tenant as _k (exports have none)",
+    )
+    parser.add_argument(
+        "--output",
+        "-o",
+        default="-",
+        metavar="FILE",
+        help="output file, gzip-compressed if it ends in .gz; - for stdout (default)",
+    )
+
+
+def _counting(calls: Iterable[workloads.Call], counts: Counter[str]) -> Iterator[workloads.Call]:
+    for call in calls:
+        counts[call["_path"]] += 1
+        yield call
+
+
+def _run_generate(args: argparse.Namespace) -> int:
+    calls = workloads.generate(args.shape, args.calls, args.seed, args.tenants)
+    tenants = args.tenants or workloads.default_tenants(args.shape)
+    if args.fmt == "km" and tenants > 1 and not args.include_key:
+        print(
+            "warning: km lines without --include-key lose the tenant of each call",
+            file=sys.stderr,
+        )
+    counts: Counter[str] = Counter()
+    start = time.perf_counter()
+    if args.output == "-":
+        try:
+            written = workloads.write(
+                _counting(calls, counts), sys.stdout, args.fmt, include_key=args.include_key
+            )
+            sys.stdout.flush()
+        except BrokenPipeError:  # `| head`: stop quietly, as other command-line tools do
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+            return 0
+    else:
+        written = workloads.write(
+            _counting(calls, counts), args.output, args.fmt, include_key=args.include_key
+        )
+    elapsed = time.perf_counter() - start
+    rate = written / elapsed if elapsed > 0 else float("inf")
+    mix = " ".join(f"{path}={counts[path]:,}" for path in ("e", "s", "a"))
+    print(
+        f"wrote {written:,} calls ({mix}) shape={args.shape} seed={args.seed} "
+        f"tenants={tenants} format={args.fmt} to {args.output} "
+        f"in {elapsed:.2f}s ({rate:,.0f} calls/s)",
+        file=sys.stderr,
+    )
+    return 0
+
+
+#: Every subcommand by name. A ``report`` command is to be added here.
+COMMANDS: dict[str, Command] = {
+    "generate": Command(
+        "write a seeded workload of tracking calls", _configure_generate, _run_generate
+    ),
+}
+
+
+def build_parser(commands: dict[str, Command] | None = None) -> argparse.ArgumentParser:
+    """Return the argument parser, one sub-parser per command.
+
+    Parameters
+    ----------
+    commands : dict of str to Command, optional
+        The commands; `COMMANDS` by default.
+
+    Returns
+    -------
+    argparse.ArgumentParser
+        The parser; ``args.command`` names the chosen command.
+    """
+    parser = argparse.ArgumentParser(
+        prog="python -m bench", description="Benchmark harness of the identity engine."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, command in (commands if commands is not None else COMMANDS).items():
+        command.configure(sub.add_parser(name, help=command.help, description=command.help))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command named in `argv` (default: ``sys.argv[1:]``) and return its exit status.
+
+    Parameters
+    ----------
+    argv : sequence of str, optional
+        The arguments, without the program name.
+
+    Returns
+    -------
+    int
+        The exit status (argparse exits with 2 on a usage error).
+    """
+    args = build_parser().parse_args(argv)
+    return COMMANDS[args.command].run(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

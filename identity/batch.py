@@ -1,0 +1,295 @@
+"""Apply one batch of validated calls to the store, in the caller's transaction.
+
+Everything a batch does is order-independent by construction: identity times are minima,
+person ids are the smallest member, a duplicate keeps the smallest ``(t, name, ...)`` and
+is counted, the partition is the connected components of the links. Work is aggregated
+in Python first (one row per identity, link, event and property record of the batch) and
+written with ``executemany``; a merge relabels the smaller person only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+
+from .calls import Call
+from .records import Summary
+from .store import Store
+
+__all__ = ["IdentityCache", "apply_batch", "fingerprint"]
+
+
+def fingerprint(*parts: object) -> bytes:
+    """Return a 16-byte digest of `parts` (the dedupe key stored in a UNIQUE index).
+
+    Examples
+    --------
+    >>> len(fingerprint("signed up", 5)), fingerprint("a", "b") == fingerprint("a", "b")
+    (16, True)
+    """
+    return _digest("\x00".join(str(p) for p in parts))
+
+
+class IdentityCache:
+    """Row ids of identities already looked up, per tenant; valid for one generation.
+
+    Memory grows with the distinct identities seen, never with the number of calls.
+    """
+
+    def __init__(self) -> None:
+        self.ids: dict[str, dict[str, int]] = {}
+        self.generation = -1
+        #: True when every stored identity is in the cache (it was started on an empty
+        #: database): a miss is then a new identity, with no look-up.
+        self.complete = False
+
+    def clear(self) -> None:
+        """Forget everything (another process wrote to the database)."""
+        self.ids.clear()
+        self.complete = False
+
+
+_encode_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+_blake2b = hashlib.blake2b
+
+
+def _digest(text: str) -> bytes:
+    return _blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+
+
+def apply_batch(
+    store: Store, calls: Sequence[Call], cache: IdentityCache, *, loose: bool = False
+) -> tuple[Summary, dict[str, dict[str, int]]]:
+    """Apply `calls` inside the store's open transaction.
+
+    Parameters
+    ----------
+    store : Store
+        With a transaction open.
+    calls : sequence of Call
+        Validated calls (quarantined ones included: they are stored as such).
+    cache : IdentityCache
+        Known row ids; not modified here.
+    loose : bool
+        Use the loose duplicate-event rule (property values ignored).
+
+    Returns
+    -------
+    summary : Summary
+        What the batch did.
+    ids : dict
+        ``{tenant: {identity: row id}}`` of every identity the batch named, to add to the
+        cache once the transaction is committed.
+    """
+    summary = Summary(calls=len(calls), batches=1)
+    quarantine: dict[bytes, list[object]] = {}
+    accepted: list[Call] = []
+    for call in calls:
+        if call.reason is None:
+            accepted.append(call)
+            continue
+        summary.quarantined[call.reason] = summary.quarantined.get(call.reason, 0) + 1
+        qkey = fingerprint(call.raw, call.reason, call.received)
+        row = quarantine.get(qkey)
+        if row is None:
+            quarantine[qkey] = [
+                qkey,
+                call.tenant,
+                call.reason,
+                call.raw,
+                call.received,
+                call.source,
+                1,
+            ]
+        else:
+            row[5] = min(str(row[5]), call.source)
+            row[6] = int(str(row[6])) + 1
+    summary.accepted = len(accepted)
+    if quarantine:
+        store.upsert_quarantine(tuple(r) for r in quarantine.values())
+    if not accepted:
+        return summary, {}
+
+    # 1. identities named by the batch, with their earliest times
+    seen: dict[str, dict[str, list[int | None]]] = {}
+    for call in accepted:
+        names = seen.setdefault(call.tenant or "", {})
+        person = call.identity or ""
+        entry = names.get(person)
+        customer = call.t if call.kind != "a" else None
+        if entry is None:
+            names[person] = [call.t, customer]
+        else:
+            if call.t < (entry[0] or 0):
+                entry[0] = call.t
+            if customer is not None and (entry[1] is None or customer < entry[1]):
+                entry[1] = customer
+        if call.kind == "a":
+            other = call.name or ""
+            entry = names.get(other)
+            if entry is None:
+                names[other] = [call.t, None]
+            elif call.t < (entry[0] or 0):
+                entry[0] = call.t
+
+    next_id = store.next_identity_id()
+    first_new = next_id
+    complete = cache.complete or next_id == 1
+    ids: dict[str, dict[str, int]] = {}
+    new_ids: dict[str, dict[str, int]] = {}
+    for tenant, names in seen.items():
+        known = cache.ids.get(tenant, {})
+        resolved = {name: known[name] for name in names if name in known}
+        missing = [name for name in names if name not in resolved]
+        if missing:
+            found = {} if complete else store.find_ids(tenant, missing)
+            resolved.update(found)
+            created = new_ids.setdefault(tenant, {})
+            for name in missing:
+                if name not in found:
+                    resolved[name] = created[name] = next_id
+                    next_id += 1
+        ids[tenant] = resolved
+    summary.new_identities = next_id - first_new
+
+    # 2. alias links of the batch, then the merges they make
+    links: dict[tuple[int, int], list[int | str]] = {}
+    n_links = 0
+    for call in accepted:
+        if call.kind != "a" or call.identity == call.name:
+            continue
+        n_links += 1
+        tenant_ids = ids[call.tenant or ""]
+        x, y = tenant_ids[call.identity or ""], tenant_ids[call.name or ""]
+        pair = (x, y) if x < y else (y, x)
+        link = links.get(pair)
+        if link is None:
+            links[pair] = [call.t, 1, call.source]
+        else:
+            if (call.t, call.source) < (int(link[0]), str(link[2])):
+                link[0], link[2] = call.t, call.source
+            link[1] = int(link[1]) + 1
+    # persons of the link endpoints; a new identity starts as its own person
+    endpoints = {x for pair in links for x in pair}
+    person_of: dict[int, int] = {}
+    parent: dict[int, int] = {}
+    size: dict[int, int] = {}
+    display: dict[int, str] = {}
+    tenant_of: dict[int, str] = {}
+    existing = sorted(x for x in endpoints if x < first_new)
+    for row_id, (person, person_size, shown, tenant) in store.persons_of(existing).items():
+        person_of[row_id] = person
+        size[person] = person_size
+        display[person] = shown
+        tenant_of[person] = tenant
+    for tenant, created in new_ids.items():
+        for name, row_id in created.items():
+            if row_id in endpoints:
+                person_of[row_id] = row_id
+                size[row_id] = 1
+                display[row_id] = name
+                tenant_of[row_id] = tenant
+
+    def find(x: int) -> int:
+        root = x
+        while root in parent:
+            root = parent[root]
+        while x != root:
+            parent[x], x = root, parent[x]
+        return root
+
+    merged_into: list[int] = []
+    for x, y in links:
+        rx, ry = find(person_of[x]), find(person_of[y])
+        if rx == ry:
+            continue
+        if size[rx] < size[ry] or (size[rx] == size[ry] and rx > ry):
+            rx, ry = ry, rx
+        parent[ry] = rx
+        size[rx] += size[ry]
+        if display[ry] < display[rx]:
+            display[rx] = display[ry]
+        merged_into.append(ry)
+    summary.merges = len(merged_into)
+
+    # 3. write persons and identities: only the absorbed side of a merge is relabelled
+    moves = [(find(p), p) for p in merged_into if p < first_new]
+    if moves:
+        store.relabel(moves)
+        store.delete_persons((p,) for _, p in moves)
+    person_rows = [
+        (root, tenant_of[root], display[root], size[root])
+        for root in {find(p) for p in merged_into}
+    ]
+    identity_rows = []
+    touches = []
+    for tenant, names in seen.items():
+        created = new_ids.get(tenant, {})
+        tenant_ids = ids[tenant]
+        for name, (first_t, customer_t) in names.items():
+            row_id = created.get(name)
+            if row_id is None:
+                touches.append((first_t, customer_t, tenant_ids[name]))
+            elif row_id in endpoints:
+                identity_rows.append((row_id, tenant, name, find(row_id), first_t, customer_t))
+            else:
+                identity_rows.append((row_id, tenant, name, row_id, first_t, customer_t))
+                person_rows.append((row_id, tenant, name, 1))
+    store.upsert_persons(person_rows)
+    store.insert_identities(identity_rows)  # type: ignore[arg-type]
+    if touches:
+        store.touch_identities(touches)  # type: ignore[arg-type]
+
+    # 4. events and property records
+    events: dict[tuple[int, bytes], list[object]] = {}
+    records: dict[tuple[int, bytes], list[object]] = {}
+    n_events = n_records = 0
+    for call in accepted:
+        if call.kind == "a":
+            continue
+        row_id = ids[call.tenant or ""][call.identity or ""]
+        if call.kind == "e":
+            n_events += 1
+            properties = call.properties
+            shown = _encode_json({name: value for _, name, value in properties})
+            name = call.name or ""
+            name_key = name.casefold()
+            if loose:
+                digest = _digest(f"{name_key}\x00{call.td}")
+            else:
+                values = _encode_json([[k, v] for k, _, v in properties]) if properties else ""
+                digest = _digest(f"{name_key}\x00{call.td}\x00{values}")
+            key = (row_id, digest)
+            event = events.get(key)
+            if event is None:
+                events[key] = [row_id, digest, name, name_key, call.t, call.td, shown, 1]
+            else:
+                if (call.t, name, shown) < (event[4], event[2], event[6]):  # type: ignore[operator]
+                    event[2], event[4], event[6] = name, call.t, shown
+                event[7] = int(str(event[7])) + 1
+        td = call.td
+        for prop_key, prop_name, value in call.properties:
+            n_records += 1
+            digest = _digest(f"{prop_key}\x00{value}\x00{td}")
+            key = (row_id, digest)
+            record = records.get(key)
+            if record is None:
+                records[key] = [row_id, digest, prop_key, prop_name, value, call.t, td, 1]
+            else:
+                if (call.t, prop_name) < (record[5], record[3]):  # type: ignore[operator]
+                    record[3], record[5] = prop_name, call.t
+                record[7] = int(str(record[7])) + 1
+    before_events, before_records, before_links = store.max_ids()
+    if links:
+        store.upsert_links((a, b, link[0], link[1], link[2]) for (a, b), link in links.items())
+    if events:
+        store.upsert_events(tuple(e) for e in events.values())
+    if records:
+        store.upsert_properties(tuple(r) for r in records.values())
+    after_events, after_records, after_links = store.max_ids()
+    summary.duplicate_events = n_events - (after_events - before_events)
+    summary.duplicate_properties = n_records - (after_records - before_records)
+    summary.duplicate_aliases = n_links - (after_links - before_links)
+    return summary, ids
+

@@ -1,0 +1,619 @@
+"""The SQLite store: the only module that speaks SQL.
+
+One file (or ``:memory:``) holds everything, in plain tables any SQL tool can read:
+
+``identities``
+    one row per (tenant, identity): ``person`` points at ``persons.id``, ``first_seen`` is the
+    earliest time any accepted call named it, ``customer_since`` the earliest accepted ``/e``
+    or ``/s`` on it (``NULL``: not a Customer ID).
+``persons``
+    one row per person: ``person`` is its display id (the smallest member), ``size`` its
+    number of identities. Identity to person is one join:
+    ``SELECT i.identity, p.person FROM identities i JOIN persons p ON p.id = i.person``.
+``links``
+    accepted alias links between two identity rows (``a < b``), with the earliest time.
+``events``, ``properties``
+    deduplicated events and property-set history, per identity.
+``quarantine``
+    refused calls, verbatim, with their reason.
+``inputs``
+    how far each input file has been ingested (resumable ingest).
+``meta``
+    schema version and settings.
+
+A merge relabels only the smaller person's rows (``UPDATE identities SET person = ?
+WHERE person = ?`` over an index); the display id lives one row away in ``persons``, so a
+merge costs O(smaller side), never a rewrite of the larger one.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import sqlite_utils
+
+from .errors import StoreError
+
+__all__ = ["SCHEMA_VERSION", "Store"]
+
+SCHEMA_VERSION = 1
+APPLICATION = "identity"
+_CHUNK = 500
+
+_SCHEMA = """
+CREATE TABLE meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE identities (
+    id INTEGER PRIMARY KEY,
+    tenant TEXT NOT NULL,
+    identity TEXT NOT NULL,
+    person INTEGER NOT NULL,
+    first_seen INTEGER NOT NULL,
+    customer_since INTEGER,
+    UNIQUE (tenant, identity)
+);
+CREATE INDEX identities_person ON identities (person);
+CREATE TABLE persons (
+    id INTEGER PRIMARY KEY,
+    tenant TEXT NOT NULL,
+    person TEXT NOT NULL,
+    size INTEGER NOT NULL
+);
+CREATE TABLE links (
+    id INTEGER PRIMARY KEY,
+    a INTEGER NOT NULL,
+    b INTEGER NOT NULL,
+    t INTEGER NOT NULL,
+    sent INTEGER NOT NULL,
+    source TEXT NOT NULL,
+    UNIQUE (a, b)
+);
+CREATE INDEX links_b ON links (b);
+CREATE TABLE events (
+    id INTEGER PRIMARY KEY,
+    identity INTEGER NOT NULL,
+    key BLOB NOT NULL,
+    name TEXT NOT NULL,
+    name_key TEXT NOT NULL,
+    t INTEGER NOT NULL,
+    td INTEGER NOT NULL,
+    properties TEXT NOT NULL,
+    sent INTEGER NOT NULL,
+    UNIQUE (identity, key)
+);
+CREATE TABLE properties (
+    id INTEGER PRIMARY KEY,
+    identity INTEGER NOT NULL,
+    key BLOB NOT NULL,
+    name_key TEXT NOT NULL,
+    name TEXT NOT NULL,
+    value TEXT NOT NULL,
+    t INTEGER NOT NULL,
+    td INTEGER NOT NULL,
+    sent INTEGER NOT NULL,
+    UNIQUE (identity, key)
+);
+CREATE TABLE quarantine (
+    id INTEGER PRIMARY KEY,
+    key BLOB NOT NULL UNIQUE,
+    tenant TEXT,
+    reason TEXT NOT NULL,
+    raw TEXT NOT NULL,
+    received INTEGER NOT NULL,
+    source TEXT NOT NULL,
+    sent INTEGER NOT NULL
+);
+CREATE INDEX quarantine_reason ON quarantine (reason);
+CREATE TABLE inputs (
+    source TEXT PRIMARY KEY,
+    fingerprint TEXT NOT NULL,
+    position INTEGER NOT NULL,
+    calls INTEGER NOT NULL,
+    finished INTEGER NOT NULL,
+    updated INTEGER NOT NULL
+);
+"""
+
+_TABLES = {"meta", "identities", "persons", "links", "events", "properties", "quarantine"}
+
+_UPSERT_EVENT = """
+INSERT INTO events (identity, key, name, name_key, t, td, properties, sent)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (identity, key) DO UPDATE SET
+    sent = sent + excluded.sent,
+    name = CASE WHEN (excluded.t, excluded.name, excluded.properties) < (t, name, properties)
+        THEN excluded.name ELSE name END,
+    properties = CASE WHEN (excluded.t, excluded.name, excluded.properties)
+        < (t, name, properties) THEN excluded.properties ELSE properties END,
+    t = min(t, excluded.t)
+"""
+
+_UPSERT_PROPERTY = """
+INSERT INTO properties (identity, key, name_key, name, value, t, td, sent)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (identity, key) DO UPDATE SET
+    sent = sent + excluded.sent,
+    name = CASE WHEN (excluded.t, excluded.name) < (t, name) THEN excluded.name ELSE name END,
+    t = min(t, excluded.t)
+"""
+
+_UPSERT_LINK = """
+INSERT INTO links (a, b, t, sent, source) VALUES (?, ?, ?, ?, ?)
+ON CONFLICT (a, b) DO UPDATE SET
+    sent = sent + excluded.sent,
+    source = CASE WHEN (excluded.t, excluded.source) < (t, source)
+        THEN excluded.source ELSE source END,
+    t = min(t, excluded.t)
+"""
+
+_UPSERT_QUARANTINE = """
+INSERT INTO quarantine (key, tenant, reason, raw, received, source, sent)
+VALUES (?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (key) DO UPDATE SET
+    sent = sent + excluded.sent,
+    source = min(source, excluded.source)
+"""
+
+_TOUCH_IDENTITY = """
+UPDATE identities SET
+    first_seen = min(first_seen, ?1),
+    customer_since = CASE
+        WHEN ?2 IS NULL THEN customer_since
+        WHEN customer_since IS NULL OR ?2 < customer_since THEN ?2
+        ELSE customer_since END
+WHERE id = ?3 AND (first_seen > ?1
+    OR (?2 IS NOT NULL AND (customer_since IS NULL OR customer_since > ?2)))
+"""
+
+
+def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+class Store:
+    """A connection to one identity database.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The SQLite file, or ``":memory:"``.
+    create : bool
+        Create the file and its schema when missing. When false, a missing file is a
+        :class:`~identity.errors.StoreError`.
+    durable : bool
+        ``synchronous=FULL`` (every commit survives power loss) rather than ``NORMAL``
+        (every commit survives a killed process).
+    settings : dict of str to str
+        Settings recorded in ``meta`` when the database is created, and checked to match
+        when it is reopened.
+
+    Examples
+    --------
+    >>> store = Store(":memory:")
+    >>> store.meta("schema_version")
+    '1'
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str] = ":memory:",
+        *,
+        create: bool = True,
+        durable: bool = True,
+        settings: dict[str, str] | None = None,
+    ) -> None:
+        self.path = os.fspath(path)
+        memory = self.path == ":memory:" or self.path == ""
+        if not memory and not create and not os.path.exists(self.path):
+            raise StoreError(self.path, "no such database")
+        if not memory and os.path.isdir(self.path):
+            raise StoreError(self.path, "is a directory, not a database file")
+        try:
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise StoreError(self.path, f"cannot open: {exc}") from None
+        self.conn = conn
+        self.db = sqlite_utils.Database(conn)
+        try:
+            self._prepare(memory, durable, settings or {})
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            raise StoreError(self.path, f"not a usable SQLite database ({exc})") from None
+        except StoreError:
+            conn.close()
+            raise
+
+    def _prepare(self, memory: bool, durable: bool, settings: dict[str, str]) -> None:
+        conn = self.conn
+        tables = set(self.db.table_names())
+        if not tables:
+            if not memory:
+                conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("BEGIN IMMEDIATE")
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            meta = {
+                "application": APPLICATION,
+                "schema_version": str(SCHEMA_VERSION),
+                "generation": "0",
+                **settings,
+            }
+            conn.executemany("INSERT INTO meta (key, value) VALUES (?, ?)", meta.items())
+            conn.execute("COMMIT")
+        elif not _TABLES <= tables or self.meta("application") != APPLICATION:
+            raise StoreError(self.path, "not an identity database (it has other tables)")
+        version = int(self.meta("schema_version") or 0)
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                self.path,
+                f"schema version {version} is newer than this identity "
+                f"(knows {SCHEMA_VERSION}); upgrade identity",
+            )
+        for key, value in settings.items():
+            stored = self.meta(key)
+            if stored != value:
+                raise StoreError(
+                    self.path, f"was created with {key}={stored!r}, cannot open with {value!r}"
+                )
+        if not memory:
+            conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
+        conn.execute("PRAGMA cache_size=-131072")
+        conn.execute("PRAGMA temp_store=MEMORY")
+        conn.execute("PRAGMA busy_timeout=10000")
+
+    def close(self) -> None:
+        """Close the connection."""
+        self.conn.close()
+
+    # -- transactions and meta --------------------------------------------------------
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Run the block as one write transaction (``BEGIN IMMEDIATE`` ... ``COMMIT``)."""
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
+
+    def meta(self, key: str) -> str | None:
+        """Return one ``meta`` value, or None."""
+        row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_meta(self, key: str, value: str) -> None:
+        """Set one ``meta`` value."""
+        self.conn.execute(
+            "INSERT INTO meta (key, value) VALUES (?, ?) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (key, value),
+        )
+
+    def generation(self) -> int:
+        """Return the number of committed write batches (detects other writers)."""
+        return int(self.meta("generation") or 0)
+
+    def next_identity_id(self) -> int:
+        """Return the id the next new identity row gets."""
+        row = self.conn.execute("SELECT max(id) FROM identities").fetchone()
+        return int(row[0] or 0) + 1
+
+    def max_ids(self) -> tuple[int, int, int]:
+        """Return the largest row id of events, properties and links.
+
+        Rows of these tables are never deleted, so the difference of two readings is the
+        number of rows inserted in between: duplicates are counted without a look-up.
+        """
+        row = self.conn.execute(
+            "SELECT (SELECT max(id) FROM events), (SELECT max(id) FROM properties), "
+            "(SELECT max(id) FROM links)"
+        ).fetchone()
+        return int(row[0] or 0), int(row[1] or 0), int(row[2] or 0)
+
+    # -- writes -----------------------------------------------------------------------
+
+    def find_ids(self, tenant: str, identities: Sequence[str]) -> dict[str, int]:
+        """Return the row ids of those of `identities` that exist in `tenant`."""
+        found: dict[str, int] = {}
+        for chunk in _chunks(identities):
+            marks = ",".join("?" * len(chunk))
+            rows = self.conn.execute(
+                f"SELECT identity, id FROM identities WHERE tenant = ? AND identity IN ({marks})",
+                (tenant, *chunk),
+            )
+            found.update(rows)
+        return found
+
+    def persons_of(self, ids: Sequence[int]) -> dict[int, tuple[int, int, str, str]]:
+        """Return ``{identity row id: (person id, person size, display id, tenant)}``."""
+        found: dict[int, tuple[int, int, str, str]] = {}
+        for chunk in _chunks(ids):
+            marks = ",".join("?" * len(chunk))
+            rows = self.conn.execute(
+                "SELECT i.id, p.id, p.size, p.person, p.tenant FROM identities i "
+                f"JOIN persons p ON p.id = i.person WHERE i.id IN ({marks})",
+                tuple(chunk),
+            )
+            for ident, person, size, display, tenant in rows:
+                found[ident] = (person, size, display, tenant)
+        return found
+
+    def insert_identities(self, rows: Iterable[tuple[int, str, str, int, int, int | None]]) -> None:
+        """Insert rows ``(id, tenant, identity, person, first_seen, customer_since)``."""
+        self.conn.executemany(
+            "INSERT INTO identities (id, tenant, identity, person, first_seen, customer_since) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+
+    def touch_identities(self, rows: Iterable[tuple[int, int | None, int]]) -> None:
+        """Lower ``first_seen`` / ``customer_since`` with rows ``(t, customer_t, id)``."""
+        self.conn.executemany(_TOUCH_IDENTITY, rows)
+
+    def relabel(self, moves: Iterable[tuple[int, int]]) -> None:
+        """Move every identity of person ``old`` to person ``new``, for ``(new, old)`` pairs.
+
+        Notes
+        -----
+        O(size of ``old``) each, over the ``identities_person`` index.
+        """
+        self.conn.executemany("UPDATE identities SET person = ? WHERE person = ?", moves)
+
+    def delete_persons(self, ids: Iterable[tuple[int]]) -> None:
+        """Delete person rows absorbed by a merge."""
+        self.conn.executemany("DELETE FROM persons WHERE id = ?", ids)
+
+    def upsert_persons(self, rows: Iterable[tuple[int, str, str, int]]) -> None:
+        """Insert or update person rows ``(id, tenant, display id, size)``."""
+        self.conn.executemany(
+            "INSERT INTO persons (id, tenant, person, size) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (id) DO UPDATE SET person = excluded.person, size = excluded.size",
+            rows,
+        )
+
+    def upsert_links(self, rows: Iterable[tuple[int, int, int, int, str]]) -> None:
+        """Insert alias links ``(a, b, t, sent, source)``; a known pair keeps the earliest t."""
+        self.conn.executemany(_UPSERT_LINK, rows)
+
+    def upsert_events(self, rows: Iterable[tuple[Any, ...]]) -> None:
+        """Insert events; a duplicate is counted and keeps the smallest (t, name, properties)."""
+        self.conn.executemany(_UPSERT_EVENT, rows)
+
+    def upsert_properties(self, rows: Iterable[tuple[Any, ...]]) -> None:
+        """Insert property-set records; a duplicate is counted and keeps the earliest t."""
+        self.conn.executemany(_UPSERT_PROPERTY, rows)
+
+    def upsert_quarantine(self, rows: Iterable[tuple[Any, ...]]) -> None:
+        """Insert quarantined calls; the same raw call, reason and time is counted once."""
+        self.conn.executemany(_UPSERT_QUARANTINE, rows)
+
+
+    # -- reads ------------------------------------------------------------------------
+
+    def identity(self, tenant: str, identity: str) -> tuple[int, int, str] | None:
+        """Return ``(row id, person id, person display id)`` of one identity, or None."""
+        row = self.conn.execute(
+            "SELECT i.id, i.person, p.person FROM identities i "
+            "JOIN persons p ON p.id = i.person WHERE i.tenant = ? AND i.identity = ?",
+            (tenant, identity),
+        ).fetchone()
+        return None if row is None else (row[0], row[1], row[2])
+
+    def members(self, person: int) -> list[tuple[int, str, int, int | None]]:
+        """Return ``(id, identity, first_seen, customer_since)`` of a person's identities."""
+        return self.conn.execute(
+            "SELECT id, identity, first_seen, customer_since FROM identities WHERE person = ?",
+            (person,),
+        ).fetchall()
+
+    def identities_by_id(self, ids: Sequence[int]) -> list[tuple[int, str, int, int | None]]:
+        """Return ``(id, identity, first_seen, customer_since)`` of identity rows."""
+        out: list[tuple[int, str, int, int | None]] = []
+        for chunk in _chunks(ids):
+            marks = ",".join("?" * len(chunk))
+            out.extend(
+                self.conn.execute(
+                    "SELECT id, identity, first_seen, customer_since FROM identities "
+                    f"WHERE id IN ({marks})",
+                    tuple(chunk),
+                )
+            )
+        return out
+
+    def neighbours(self, ids: Sequence[int], as_of: int) -> list[tuple[int, int, int]]:
+        """Return links ``(a, b, t)`` touching `ids` with ``t <= as_of``."""
+        out: list[tuple[int, int, int]] = []
+        for chunk in _chunks(ids):
+            marks = ",".join("?" * len(chunk))
+            out.extend(
+                self.conn.execute(
+                    f"SELECT a, b, t FROM links WHERE a IN ({marks}) AND t <= ? "
+                    f"UNION SELECT a, b, t FROM links WHERE b IN ({marks}) AND t <= ?",
+                    (*chunk, as_of, *chunk, as_of),
+                )
+            )
+        return out
+
+    def links_of(self, ids: Sequence[int]) -> list[tuple[int, int, int, int, str]]:
+        """Return links ``(a, b, t, sent, source)`` with ``a`` in `ids`."""
+        out: list[tuple[int, int, int, int, str]] = []
+        for chunk in _chunks(ids):
+            marks = ",".join("?" * len(chunk))
+            out.extend(
+                self.conn.execute(
+                    f"SELECT a, b, t, sent, source FROM links WHERE a IN ({marks})", tuple(chunk)
+                )
+            )
+        return out
+
+    def property_records(self, ids: Sequence[int]) -> list[tuple[int, str, str, str, int, int]]:
+        """Return ``(identity id, name_key, name, value, t, sent)`` of identity rows."""
+        out: list[tuple[int, str, str, str, int, int]] = []
+        for chunk in _chunks(ids):
+            marks = ",".join("?" * len(chunk))
+            out.extend(
+                self.conn.execute(
+                    "SELECT identity, name_key, name, value, t, sent FROM properties "
+                    f"WHERE identity IN ({marks})",
+                    tuple(chunk),
+                )
+            )
+        return out
+
+    def events_of(self, ids: Sequence[int]) -> list[tuple[int, str, int, str, int]]:
+        """Return ``(identity id, name, t, properties JSON, sent)`` of identity rows."""
+        out: list[tuple[int, str, int, str, int]] = []
+        for chunk in _chunks(ids):
+            marks = ",".join("?" * len(chunk))
+            out.extend(
+                self.conn.execute(
+                    "SELECT identity, name, t, properties, sent FROM events "
+                    f"WHERE identity IN ({marks})",
+                    tuple(chunk),
+                )
+            )
+        return out
+
+    def tenant_members(self, tenant: str) -> Iterator[tuple[str, int, str, int | None]]:
+        """Yield ``(person display id, id, identity, customer_since)``, by person."""
+        return iter(
+            self.conn.execute(
+                "SELECT p.person, i.id, i.identity, i.customer_since FROM identities i "
+                "JOIN persons p ON p.id = i.person WHERE i.tenant = ? ORDER BY p.person",
+                (tenant,),
+            )
+        )
+
+    def tenant_properties(self, tenant: str) -> Iterator[tuple[str, str, str, str, int]]:
+        """Yield ``(person display id, name_key, name, value, t)``, by person."""
+        return iter(
+            self.conn.execute(
+                "SELECT p.person, r.name_key, r.name, r.value, r.t FROM properties r "
+                "JOIN identities i ON i.id = r.identity JOIN persons p ON p.id = i.person "
+                "WHERE i.tenant = ? ORDER BY p.person",
+                (tenant,),
+            )
+        )
+
+    def tenant_event_counts(self, tenant: str) -> Iterator[tuple[str, int]]:
+        """Yield ``(person display id, number of events)``, by person."""
+        return iter(
+            self.conn.execute(
+                "SELECT p.person, count(*) FROM events e "
+                "JOIN identities i ON i.id = e.identity JOIN persons p ON p.id = i.person "
+                "WHERE i.tenant = ? GROUP BY p.person ORDER BY p.person",
+                (tenant,),
+            )
+        )
+
+    def tenant_identities(
+        self, tenant: str, as_of: int
+    ) -> list[tuple[int, str, int, int | None]]:
+        """Return ``(id, identity, first_seen, customer_since)`` known by `as_of`."""
+        return self.conn.execute(
+            "SELECT id, identity, first_seen, customer_since FROM identities "
+            "WHERE tenant = ? AND first_seen <= ?",
+            (tenant, as_of),
+        ).fetchall()
+
+    def tenant_links(self, tenant: str, as_of: int | None = None) -> Iterator[tuple[int, int]]:
+        """Yield the links ``(a, b)`` of a tenant (with ``t <= as_of`` when given)."""
+        limit = "" if as_of is None else " AND l.t <= ?"
+        params: tuple[Any, ...] = (tenant,) if as_of is None else (tenant, as_of)
+        return iter(
+            self.conn.execute(
+                "SELECT l.a, l.b FROM links l JOIN identities i ON i.id = l.a "
+                f"WHERE i.tenant = ?{limit}",
+                params,
+            )
+        )
+
+    def tenants(self) -> list[str]:
+        """Return every tenant with at least one identity, sorted."""
+        rows = self.conn.execute("SELECT DISTINCT tenant FROM identities ORDER BY tenant")
+        return [r[0] for r in rows]
+
+    def quarantine(
+        self, tenant: str | None = None, reason: str | None = None
+    ) -> Iterator[tuple[str, str, int, str | None, str, int]]:
+        """Yield ``(reason, raw, received, tenant, source, sent)`` of quarantined calls."""
+        where, params = [], []
+        if tenant is not None:
+            where.append("tenant = ?")
+            params.append(tenant)
+        if reason is not None:
+            where.append("reason = ?")
+            params.append(reason)
+        clause = f" WHERE {' AND '.join(where)}" if where else ""
+        return iter(
+            self.conn.execute(
+                "SELECT reason, raw, received, tenant, source, sent FROM quarantine"
+                f"{clause} ORDER BY received, reason, raw",
+                params,
+            )
+        )
+
+    def counts(self, tenant: str | None = None) -> dict[str, int]:
+        """Return row counts (identities, people, links, events, ...) overall or per tenant."""
+        if tenant is None:
+            sql = (
+                "SELECT (SELECT count(*) FROM identities), (SELECT count(*) FROM persons), "
+                "(SELECT count(*) FROM identities WHERE customer_since IS NOT NULL), "
+                "(SELECT count(*) FROM links), (SELECT count(*) FROM events), "
+                "(SELECT coalesce(sum(sent), 0) FROM events), "
+                "(SELECT count(*) FROM properties), (SELECT coalesce(sum(sent), 0) FROM quarantine)"
+            )
+            row = self.conn.execute(sql).fetchone()
+        else:
+            ids = "SELECT id FROM identities WHERE tenant = ?1"
+            sql = (
+                "SELECT (SELECT count(*) FROM identities WHERE tenant = ?1), "
+                "(SELECT count(*) FROM persons WHERE tenant = ?1), "
+                "(SELECT count(*) FROM identities WHERE tenant = ?1 "
+                "AND customer_since IS NOT NULL), "
+                f"(SELECT count(*) FROM links WHERE a IN ({ids})), "
+                f"(SELECT count(*) FROM events WHERE identity IN ({ids})), "
+                f"(SELECT coalesce(sum(sent), 0) FROM events WHERE identity IN ({ids})), "
+                f"(SELECT count(*) FROM properties WHERE identity IN ({ids})), "
+                "(SELECT coalesce(sum(sent), 0) FROM quarantine WHERE tenant = ?1)"
+            )
+            row = self.conn.execute(sql, (tenant,)).fetchone()
+        names = (
+            "identities",
+            "people",
+            "customer_ids",
+            "links",
+            "events",
+            "events_received",
+            "property_records",
+            "quarantined",
+        )
+        return dict(zip(names, (int(x) for x in row), strict=True))
+
+    def all_identities(self) -> Iterator[tuple[int, str, str, int]]:
+        """Yield ``(id, tenant, identity, person)`` of every identity (consistency check)."""
+        return iter(self.conn.execute("SELECT id, tenant, identity, person FROM identities"))
+
+    def all_links(self) -> Iterator[tuple[int, int]]:
+        """Yield every link ``(a, b)`` (consistency check)."""
+        return iter(self.conn.execute("SELECT a, b FROM links"))
+
+    def all_persons(self) -> Iterator[tuple[int, str, str, int]]:
+        """Yield ``(id, tenant, display id, size)`` of every person (consistency check)."""
+        return iter(self.conn.execute("SELECT id, tenant, person, size FROM persons"))
+
+    def quick_check(self) -> list[str]:
+        """Return SQLite's own ``PRAGMA quick_check`` problems (empty when fine)."""
+        rows = [r[0] for r in self.conn.execute("PRAGMA quick_check")]
+        return [] if rows == ["ok"] else rows
