@@ -45,6 +45,7 @@ __all__ = [
     "parse_form",
     "parse_km_line",
     "parse_query",
+    "rejected",
     "validate",
 ]
 
@@ -301,6 +302,20 @@ def _reject(
     )
 
 
+def rejected(
+    raw: str, reason: str, *, received: int, source: str = "", tenant: str | None = None
+) -> Call:
+    """Return a call refused before it could be parsed (e.g. ``bad_encoding``).
+
+    Examples
+    --------
+    >>> rejected("/e?_p=%ff", "bad_encoding", received=1).ok
+    False
+    """
+    values = {} if tenant is None else {"_k": tenant}
+    return _reject("", (), values, received, raw, source, reason)
+
+
 def from_params(
     kind: str,
     params: Iterable[tuple[str, str]],
@@ -486,6 +501,7 @@ def parse_query(
     source: str = "",
     rules: Rules = DEFAULT_RULES,
     kind: str | None = None,
+    tenant: str | None = None,
 ) -> Call:
     """Parse a URL, a path with a query string, or a bare query string.
 
@@ -516,6 +532,8 @@ def parse_query(
     decoded = _decode(query, kind, received, raw, source)
     if isinstance(decoded, Call):
         return decoded
+    if tenant is not None:
+        decoded.insert(0, ("_k", tenant))
     return from_params(kind, decoded, received=received, raw=raw, source=source, rules=rules)
 
 
