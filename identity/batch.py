@@ -12,12 +12,15 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
+from typing import Any
 
 from .calls import Call
 from .records import Summary
 from .store import Store
 
 __all__ = ["IdentityCache", "apply_batch", "fingerprint"]
+
+_NEVER = 2**62  # "not a Customer ID" while aggregating (stored as NULL)
 
 
 def fingerprint(*parts: object) -> bytes:
@@ -112,25 +115,25 @@ def apply_batch(
         return summary, {}
 
     # 1. identities named by the batch, with their earliest times
-    seen: dict[str, dict[str, list[int | None]]] = {}
+    seen: dict[str, dict[str, list[int]]] = {}
     for call in accepted:
         names = seen.setdefault(call.tenant or "", {})
-        person = call.identity or ""
-        entry = names.get(person)
-        customer = call.t if call.kind != "a" else None
+        who = call.identity or ""
+        entry = names.get(who)
+        customer = call.t if call.kind != "a" else _NEVER
         if entry is None:
-            names[person] = [call.t, customer]
+            names[who] = [call.t, customer]
         else:
-            if call.t < (entry[0] or 0):
+            if call.t < entry[0]:
                 entry[0] = call.t
-            if customer is not None and (entry[1] is None or customer < entry[1]):
+            if customer < entry[1]:
                 entry[1] = customer
         if call.kind == "a":
             other = call.name or ""
             entry = names.get(other)
             if entry is None:
-                names[other] = [call.t, None]
-            elif call.t < (entry[0] or 0):
+                names[other] = [call.t, _NEVER]
+            elif call.t < entry[0]:
                 entry[0] = call.t
 
     next_id = store.next_identity_id()
@@ -154,7 +157,7 @@ def apply_batch(
     summary.new_identities = next_id - first_new
 
     # 2. alias links of the batch, then the merges they make
-    links: dict[tuple[int, int], list[int | str]] = {}
+    links: dict[tuple[int, int], list[Any]] = {}
     n_links = 0
     for call in accepted:
         if call.kind != "a" or call.identity == call.name:
@@ -222,28 +225,30 @@ def apply_batch(
         (root, tenant_of[root], display[root], size[root])
         for root in {find(p) for p in merged_into}
     ]
-    identity_rows = []
-    touches = []
+    identity_rows: list[tuple[int, str, str, int, int, int | None]] = []
+    touches: list[tuple[int, int | None, int]] = []
     for tenant, names in seen.items():
         created = new_ids.get(tenant, {})
         tenant_ids = ids[tenant]
-        for name, (first_t, customer_t) in names.items():
-            row_id = created.get(name)
-            if row_id is None:
+        for name, (first_t, since) in names.items():
+            customer_t = None if since == _NEVER else since
+            if name not in created:
                 touches.append((first_t, customer_t, tenant_ids[name]))
-            elif row_id in endpoints:
-                identity_rows.append((row_id, tenant, name, find(row_id), first_t, customer_t))
+                continue
+            new_id = created[name]
+            if new_id in endpoints:
+                identity_rows.append((new_id, tenant, name, find(new_id), first_t, customer_t))
             else:
-                identity_rows.append((row_id, tenant, name, row_id, first_t, customer_t))
-                person_rows.append((row_id, tenant, name, 1))
+                identity_rows.append((new_id, tenant, name, new_id, first_t, customer_t))
+                person_rows.append((new_id, tenant, name, 1))
     store.upsert_persons(person_rows)
-    store.insert_identities(identity_rows)  # type: ignore[arg-type]
+    store.insert_identities(identity_rows)
     if touches:
-        store.touch_identities(touches)  # type: ignore[arg-type]
+        store.touch_identities(touches)
 
     # 4. events and property records
-    events: dict[tuple[int, bytes], list[object]] = {}
-    records: dict[tuple[int, bytes], list[object]] = {}
+    events: dict[tuple[int, bytes], list[Any]] = {}
+    records: dict[tuple[int, bytes], list[Any]] = {}
     n_events = n_records = 0
     for call in accepted:
         if call.kind == "a":
@@ -265,7 +270,7 @@ def apply_batch(
             if event is None:
                 events[key] = [row_id, digest, name, name_key, call.t, call.td, shown, 1]
             else:
-                if (call.t, name, shown) < (event[4], event[2], event[6]):  # type: ignore[operator]
+                if (call.t, name, shown) < (event[4], event[2], event[6]):
                     event[2], event[4], event[6] = name, call.t, shown
                 event[7] = int(str(event[7])) + 1
         td = call.td
@@ -277,7 +282,7 @@ def apply_batch(
             if record is None:
                 records[key] = [row_id, digest, prop_key, prop_name, value, call.t, td, 1]
             else:
-                if (call.t, prop_name) < (record[5], record[3]):  # type: ignore[operator]
+                if (call.t, prop_name) < (record[5], record[3]):
                     record[3], record[5] = prop_name, call.t
                 record[7] = int(str(record[7])) + 1
     before_events, before_records, before_links = store.max_ids()

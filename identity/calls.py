@@ -615,7 +615,7 @@ _OCTAL_RUN = re.compile(r"(?:\\[0-7]{3})+|\\\\")
 
 
 def _decode_octal(line: str) -> str:
-    """Decode octal-escaped UTF-8 (``\\303\\251``) found in real Kissmetrics dumps."""
+    r"""Decode octal-escaped UTF-8 (``\303\251``) found in real Kissmetrics dumps."""
 
     def fix(match: re.Match[str]) -> str:
         run = match.group(0)

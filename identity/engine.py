@@ -180,8 +180,10 @@ class Engine:
         return from_params(kind, params, received=received, source="library", rules=self.rules)
 
     def parse(self, item: CallLike, *, received: int | None = None, source: str = "") -> Call:
-        """Turn a :class:`Call`, a mapping or a URL / query string into a Call under this
-        engine's rules."""
+        """Turn a :class:`Call`, a mapping or a URL / query string into a validated Call.
+
+        The engine's rules (allow-list, block list, value length) apply.
+        """
         if isinstance(item, Call):
             return validate(item, self.rules)
         if isinstance(item, str):
@@ -258,8 +260,10 @@ class Engine:
             total.add(self.apply_batch(batch))
 
     def apply_batch(self, batch: list[Call]) -> Summary:
-        """Apply already-parsed calls as one transaction (they must be validated with
-        this engine's rules, as :meth:`parse` does)."""
+        """Apply already-parsed calls as one transaction.
+
+        The calls must be validated with this engine's rules, as :meth:`parse` does.
+        """
         store = self.store
         with store.transaction():
             generation = store.generation()
@@ -289,7 +293,7 @@ class Engine:
             return display, self.store.members(person)
         ids, frontier = {row_id}, [row_id]
         while frontier:
-            reached = set()
+            reached: set[int] = set()
             for a, b, _ in self.store.neighbours(frontier, as_of):
                 reached.update((a, b))
             frontier = sorted(reached - ids)
@@ -555,8 +559,7 @@ class Engine:
         return self.store.counts(tenant)
 
     def check(self) -> dict[str, int]:
-        """Recompute the partition from the stored alias links and compare it with the
-        stored people.
+        """Recompute the partition from the stored alias links and compare with the people.
 
         Returns
         -------
@@ -604,7 +607,7 @@ class Engine:
         persons = 0
         for person, tenant, display, size in store.all_persons():
             persons += 1
-            group = stored.pop(person, set())
+            group = frozenset(stored.pop(person, ()))
             if not group:
                 problems.append(f"person {display!r} has no identities")
                 continue
@@ -658,8 +661,10 @@ def _make_person(
     events: int,
     as_of: int | None = None,
 ) -> Person:
-    """Build a Person from members ``(identity, customer_since)`` and property records
-    ``(name_key, name, value, t)``."""
+    """Build a Person from members and property records.
+
+    Members are ``(identity, customer_since)``, records ``(name_key, name, value, t)``.
+    """
     current: dict[str, tuple[int, str, str]] = {}
     for key, name, value, t in records:
         best = current.get(key)

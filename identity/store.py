@@ -248,7 +248,7 @@ class Store:
             }
             conn.executemany("INSERT INTO meta (key, value) VALUES (?, ?)", meta.items())
             conn.execute("COMMIT")
-        elif not _TABLES <= tables or self.meta("application") != APPLICATION:
+        elif not tables >= _TABLES or self.meta("application") != APPLICATION:
             raise StoreError(self.path, "not an identity database (it has other tables)")
         version = int(self.meta("schema_version") or 0)
         if version > SCHEMA_VERSION:

@@ -130,7 +130,8 @@ def test_block_list_is_configurable() -> None:
 
 def test_form_body_and_query_string() -> None:
     call = parse_form(b"_p=bob&_n=Paid&_k=K", kind="e", query="_k=Q&amount=5", received=1)
-    assert call.ok and call.tenant == "K"
+    assert call.ok
+    assert call.tenant == "K"
     assert call.properties == (("amount", "amount", "5"),)
     assert parse_form(b"\xff\xfe", kind="e", received=1).reason == "bad_encoding"
 
@@ -139,7 +140,7 @@ def test_mapping_values_become_text() -> None:
     call = from_mapping(
         {"_path": "s", "_k": "K", "_p": "bob", "n": 5, "ok": True, "f": 1.5}, received=1
     )
-    assert dict((k, v) for k, _, v in call.properties) == {"n": "5", "ok": "true", "f": "1.5"}
+    assert {k: v for k, _, v in call.properties} == {"n": "5", "ok": "true", "f": "1.5"}
     assert from_mapping({"_k": "K", "_p": "bob"}, kind="s", received=1).ok
 
 

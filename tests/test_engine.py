@@ -73,8 +73,8 @@ def test_event_properties_are_also_property_sets(engine: Engine) -> None:
 def test_duplicate_events_exact_and_retries(engine: Engine) -> None:
     # the JS library retries with the same _t and no _d: one event, counted twice
     for received in (100, 130):
-        engine.apply(f"/e?_k=K&_p=bob&_n=Paid&amount=5&_t=90")
-        engine.ingest([f"/e?_k=K&_p=bob&_n=paid&amount=5&_t=90"], received=received)
+        engine.apply("/e?_k=K&_p=bob&_n=Paid&amount=5&_t=90")
+        engine.ingest(["/e?_k=K&_p=bob&_n=paid&amount=5&_t=90"], received=received)
     events = engine.events("K", "bob")
     assert len(events) == 1
     assert events[0].sent == 4

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import tempfile
 from collections import defaultdict
+from itertools import pairwise
 from typing import Any
 
 import networkx as nx
@@ -188,7 +189,7 @@ def test_partition_customer_ids_properties_and_events_match_the_reference(
 @given(names=st.lists(st.sampled_from(["a", "b", "c", "d"]), min_size=2, max_size=4, unique=True))
 def test_the_same_identity_in_two_tenants_never_meets(names: list[str]) -> None:
     engine = Engine(durable=False)
-    for x, y in zip(names, names[1:], strict=False):
+    for x, y in pairwise(names):
         engine.alias("t1", x, y, t=1)
     engine.set("t2", names[0], {"plan": "t2-only"}, t=1)
     engine.record("t2", names[-1], "Paid", t=1)
