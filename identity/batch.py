@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from array import array
 from collections.abc import Sequence
 from typing import Any
 
@@ -35,13 +36,18 @@ def fingerprint(*parts: object) -> bytes:
 
 
 class IdentityCache:
-    """Row ids of identities already looked up, per tenant; valid for one generation.
+    """What the write path knows of stored identities; valid for one generation.
 
-    Memory grows with the distinct identities seen, never with the number of calls.
+    Row ids per tenant and identity, and per row id the stored ``first_seen`` and
+    ``customer_since`` (so a call that cannot lower them costs no statement). Memory grows
+    with the distinct identities seen (a dict entry and 16 bytes each), never with the
+    number of calls.
     """
 
     def __init__(self) -> None:
         self.ids: dict[str, dict[str, int]] = {}
+        self.first = array("q")
+        self.since = array("q")
         self.generation = -1
         #: True when every stored identity is in the cache (it was started on an empty
         #: database): a miss is then a new identity, with no look-up.
@@ -50,10 +56,37 @@ class IdentityCache:
     def clear(self) -> None:
         """Forget everything (another process wrote to the database)."""
         self.ids.clear()
+        self.first = array("q")
+        self.since = array("q")
         self.complete = False
 
+    def update(
+        self, ids: dict[str, dict[str, int]], times: dict[int, tuple[int, int]]
+    ) -> None:
+        """Remember what a committed batch wrote."""
+        for tenant, names in ids.items():
+            self.ids.setdefault(tenant, {}).update(names)
+        if times:
+            top = max(times) + 1
+            if len(self.first) < top:
+                grow = max(top, 2 * len(self.first)) - len(self.first)
+                self.first.extend(array("q", [0]) * grow)
+                self.since.extend(array("q", [_NEVER]) * grow)
+            first, since = self.first, self.since
+            for row_id, (first_t, since_t) in times.items():
+                first[row_id] = first_t
+                since[row_id] = since_t
 
-_encode_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+_quote = json.encoder.encode_basestring  # the C string encoder json.dumps uses
+
+
+def _properties_json(properties: tuple[tuple[str, str, str], ...]) -> str:
+    """Return an event's properties as a JSON object of display name to value."""
+    if not properties:
+        return "{}"
+    pairs = [f"{_quote(name)}:{_quote(value)}" for _, name, value in properties]
+    return "{" + ",".join(pairs) + "}"
 _blake2b = hashlib.blake2b
 
 
@@ -63,7 +96,7 @@ def _digest(text: str) -> bytes:
 
 def apply_batch(
     store: Store, calls: Sequence[Call], cache: IdentityCache, *, loose: bool = False
-) -> tuple[Summary, dict[str, dict[str, int]]]:
+) -> tuple[Summary, dict[str, dict[str, int]], dict[int, tuple[int, int]]]:
     """Apply `calls` inside the store's open transaction.
 
     Parameters
@@ -84,6 +117,9 @@ def apply_batch(
     ids : dict
         ``{tenant: {identity: row id}}`` of every identity the batch named, to add to the
         cache once the transaction is committed.
+    times : dict
+        ``{row id: (first_seen, customer_since)}`` written or read by the batch, for the
+        cache too (``customer_since`` of a non-customer is a large sentinel).
     """
     summary = Summary(calls=len(calls), batches=1)
     quarantine: dict[bytes, list[object]] = {}
@@ -112,12 +148,16 @@ def apply_batch(
     if quarantine:
         store.upsert_quarantine(tuple(r) for r in quarantine.values())
     if not accepted:
-        return summary, {}
+        return summary, {}, {}
 
     # 1. identities named by the batch, with their earliest times
     seen: dict[str, dict[str, list[int]]] = {}
+    last_tenant: str | None = None
+    names: dict[str, list[int]] = {}
     for call in accepted:
-        names = seen.setdefault(call.tenant or "", {})
+        if call.tenant != last_tenant:
+            last_tenant = call.tenant
+            names = seen.get(call.tenant or "") or seen.setdefault(call.tenant or "", {})
         who = call.identity or ""
         entry = names.get(who)
         customer = call.t if call.kind != "a" else _NEVER
@@ -141,16 +181,20 @@ def apply_batch(
     complete = cache.complete or next_id == 1
     ids: dict[str, dict[str, int]] = {}
     new_ids: dict[str, dict[str, int]] = {}
+    stored_times: dict[int, tuple[int, int]] = {}
     for tenant, names in seen.items():
         known = cache.ids.get(tenant, {})
         resolved = {name: known[name] for name in names if name in known}
         missing = [name for name in names if name not in resolved]
         if missing:
             found = {} if complete else store.find_ids(tenant, missing)
-            resolved.update(found)
             created = new_ids.setdefault(tenant, {})
             for name in missing:
-                if name not in found:
+                if name in found:
+                    row_id, first_seen, since = found[name]
+                    resolved[name] = row_id
+                    stored_times[row_id] = (first_seen, _NEVER if since is None else since)
+                else:
                     resolved[name] = created[name] = next_id
                     next_id += 1
         ids[tenant] = resolved
@@ -227,15 +271,27 @@ def apply_batch(
     ]
     identity_rows: list[tuple[int, str, str, int, int, int | None]] = []
     touches: list[tuple[int, int | None, int]] = []
+    times: dict[int, tuple[int, int]] = {}
+    cached_first, cached_since = cache.first, cache.since
     for tenant, names in seen.items():
         created = new_ids.get(tenant, {})
         tenant_ids = ids[tenant]
         for name, (first_t, since) in names.items():
-            customer_t = None if since == _NEVER else since
             if name not in created:
-                touches.append((first_t, customer_t, tenant_ids[name]))
+                row_id = tenant_ids[name]
+                old = stored_times.get(row_id)
+                if old is None:
+                    old = (cached_first[row_id], cached_since[row_id])
+                if first_t < old[0] or since < old[1]:
+                    first_t, since = min(first_t, old[0]), min(since, old[1])
+                    touches.append((first_t, None if since == _NEVER else since, row_id))
+                    times[row_id] = (first_t, since)
+                elif row_id in stored_times:
+                    times[row_id] = old
                 continue
+            customer_t = None if since == _NEVER else since
             new_id = created[name]
+            times[new_id] = (first_t, since)
             if new_id in endpoints:
                 identity_rows.append((new_id, tenant, name, find(new_id), first_t, customer_t))
             else:
@@ -257,13 +313,13 @@ def apply_batch(
         if call.kind == "e":
             n_events += 1
             properties = call.properties
-            shown = _encode_json({name: value for _, name, value in properties})
+            shown = _properties_json(properties)
             name = call.name or ""
             name_key = name.casefold()
-            if loose:
+            if loose or not properties:
                 digest = _digest(f"{name_key}\x00{call.td}")
             else:
-                values = _encode_json([[k, v] for k, _, v in properties]) if properties else ""
+                values = "\x00".join([f"{k}\x01{v}" for k, _, v in properties])
                 digest = _digest(f"{name_key}\x00{call.td}\x00{values}")
             key = (row_id, digest)
             event = events.get(key)
@@ -296,5 +352,5 @@ def apply_batch(
     summary.duplicate_events = n_events - (after_events - before_events)
     summary.duplicate_properties = n_records - (after_records - before_records)
     summary.duplicate_aliases = n_links - (after_links - before_links)
-    return summary, ids
+    return summary, ids, times
 

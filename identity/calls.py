@@ -25,6 +25,7 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from decimal import Decimal, InvalidOperation
+from functools import lru_cache
 from typing import Any
 from urllib.parse import unquote
 
@@ -471,11 +472,20 @@ def _kind_of_path(path: str) -> str:
     return stripped.rsplit("/", 1)[-1] if stripped else ""
 
 
+@lru_cache(maxsize=1 << 16)
+def _unquote_escaped(text: str) -> str:
+    return unquote(text.replace("+", " "), errors="strict")
+
+
 def _unquote(text: str) -> str:
-    if "+" in text:
-        text = text.replace("+", " ")
+    """Decode one query-string key or value (``+`` is a space, ``%XX`` UTF-8 bytes).
+
+    Escaped texts are cached: event names and property values repeat across calls.
+    """
     if "%" in text:
-        text = unquote(text, errors="strict")
+        return _unquote_escaped(text)
+    if "+" in text:
+        return text.replace("+", " ")
     return text
 
 

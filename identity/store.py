@@ -323,16 +323,20 @@ class Store:
 
     # -- writes -----------------------------------------------------------------------
 
-    def find_ids(self, tenant: str, identities: Sequence[str]) -> dict[str, int]:
-        """Return the row ids of those of `identities` that exist in `tenant`."""
-        found: dict[str, int] = {}
+    def find_ids(
+        self, tenant: str, identities: Sequence[str]
+    ) -> dict[str, tuple[int, int, int | None]]:
+        """Return ``{identity: (row id, first_seen, customer_since)}`` of those that exist."""
+        found: dict[str, tuple[int, int, int | None]] = {}
         for chunk in _chunks(identities):
             marks = ",".join("?" * len(chunk))
             rows = self.conn.execute(
-                f"SELECT identity, id FROM identities WHERE tenant = ? AND identity IN ({marks})",
+                "SELECT identity, id, first_seen, customer_since FROM identities "
+                f"WHERE tenant = ? AND identity IN ({marks})",
                 (tenant, *chunk),
             )
-            found.update(rows)
+            for name, row_id, first_seen, since in rows:
+                found[name] = (row_id, first_seen, since)
         return found
 
     def persons_of(self, ids: Sequence[int]) -> dict[int, tuple[int, int, str, str]]:
@@ -397,6 +401,50 @@ class Store:
     def upsert_quarantine(self, rows: Iterable[tuple[Any, ...]]) -> None:
         """Insert quarantined calls; the same raw call, reason and time is counted once."""
         self.conn.executemany(_UPSERT_QUARANTINE, rows)
+
+    # -- inputs (resumable ingest) ------------------------------------------------------
+
+    def input_state(self, source: str) -> tuple[str, int, int, bool] | None:
+        """Return ``(fingerprint, position, calls, finished)`` recorded for an input, or None.
+
+        Examples
+        --------
+        >>> store = Store(":memory:")
+        >>> store.input_state("/logs/access.log") is None
+        True
+        >>> with store.transaction():
+        ...     store.record_input("/logs/access.log", "9:ab", 9, 2, finished=True, updated=5)
+        >>> store.input_state("/logs/access.log")
+        ('9:ab', 9, 2, True)
+        """
+        row = self.conn.execute(
+            "SELECT fingerprint, position, calls, finished FROM inputs WHERE source = ?",
+            (source,),
+        ).fetchone()
+        return None if row is None else (str(row[0]), int(row[1]), int(row[2]), bool(row[3]))
+
+    def record_input(
+        self,
+        source: str,
+        fingerprint: str,
+        position: int,
+        calls: int,
+        *,
+        finished: bool,
+        updated: int,
+    ) -> None:
+        """Record how far an input was ingested.
+
+        Call it in the transaction of the batch that got it there, so that the position
+        never runs ahead of the data.
+        """
+        self.conn.execute(
+            "INSERT INTO inputs (source, fingerprint, position, calls, finished, updated) "
+            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (source) DO UPDATE SET "
+            "fingerprint = excluded.fingerprint, position = excluded.position, "
+            "calls = excluded.calls, finished = excluded.finished, updated = excluded.updated",
+            (source, fingerprint, position, calls, int(finished), updated),
+        )
 
 
     # -- reads ------------------------------------------------------------------------
@@ -601,19 +649,96 @@ class Store:
         )
         return dict(zip(names, (int(x) for x in row), strict=True))
 
-    def all_identities(self) -> Iterator[tuple[int, str, str, int]]:
-        """Yield ``(id, tenant, identity, person)`` of every identity (consistency check)."""
-        return iter(self.conn.execute("SELECT id, tenant, identity, person FROM identities"))
+    def identity_persons(self) -> Iterator[tuple[int, str, int]]:
+        """Yield ``(id, identity, person)`` of every identity (consistency check)."""
+        return iter(self.conn.execute("SELECT id, identity, person FROM identities"))
+
+    def inconsistencies(self, limit: int = 20) -> list[str]:
+        """Return what SQL alone can tell is wrong with the stored people and links.
+
+        Person rows that do not match their identities, identities without a person, links
+        to unknown identities or across tenants.
+        """
+        problems: list[str] = []
+        rows = self.conn.execute(
+            "SELECT p.person, p.size, p.tenant, g.n, g.smallest, g.t1, g.t2 FROM persons p "
+            "LEFT JOIN (SELECT person, count(*) AS n, min(identity) AS smallest, "
+            "min(tenant) AS t1, max(tenant) AS t2 FROM identities GROUP BY person) g "
+            "ON g.person = p.id WHERE g.n IS NULL OR g.n != p.size OR g.smallest != p.person "
+            "OR g.t1 != p.tenant OR g.t2 != p.tenant LIMIT ?",
+            (limit,),
+        )
+        for display, size, tenant, n, smallest, t1, t2 in rows:
+            if n is None:
+                problems.append(f"person {display!r} has no identities")
+            elif smallest != display:
+                problems.append(f"person {display!r} should be named {smallest!r}")
+            elif n != size:
+                problems.append(f"person {display!r} has size {size}, not {n}")
+            else:
+                problems.append(f"person {display!r} of {tenant!r} mixes {t1!r} and {t2!r}")
+        rows = self.conn.execute(
+            "SELECT identity FROM identities WHERE person NOT IN (SELECT id FROM persons) "
+            "LIMIT ?",
+            (limit,),
+        )
+        problems += [f"identity {name!r} points at a missing person" for (name,) in rows]
+        rows = self.conn.execute(
+            "SELECT l.a, l.b, x.tenant, y.tenant FROM links l "
+            "LEFT JOIN identities x ON x.id = l.a LEFT JOIN identities y ON y.id = l.b "
+            "WHERE x.id IS NULL OR y.id IS NULL OR x.tenant != y.tenant OR l.a >= l.b LIMIT ?",
+            (limit,),
+        )
+        for a, b, ta, tb in rows:
+            if ta is None or tb is None:
+                problems.append(f"link ({a}, {b}) names an unknown identity")
+            elif ta != tb:
+                problems.append(f"link ({a}, {b}) crosses tenants")
+            else:
+                problems.append(f"link ({a}, {b}) is not ordered")
+        return problems
 
     def all_links(self) -> Iterator[tuple[int, int]]:
         """Yield every link ``(a, b)`` (consistency check)."""
         return iter(self.conn.execute("SELECT a, b FROM links"))
 
-    def all_persons(self) -> Iterator[tuple[int, str, str, int]]:
-        """Yield ``(id, tenant, display id, size)`` of every person (consistency check)."""
-        return iter(self.conn.execute("SELECT id, tenant, person, size FROM persons"))
-
     def quick_check(self) -> list[str]:
         """Return SQLite's own ``PRAGMA quick_check`` problems (empty when fine)."""
         rows = [r[0] for r in self.conn.execute("PRAGMA quick_check")]
         return [] if rows == ["ok"] else rows
+
+    # -- export ------------------------------------------------------------------------
+
+    def export_identities(self, tenant: str) -> Iterator[tuple[int, str, int, int | None]]:
+        """Yield ``(id, identity, first_seen, customer_since)`` of a tenant's identities.
+
+        By identity, in code point order, streamed over the ``(tenant, identity)`` index.
+        """
+        return iter(
+            self.conn.execute(
+                "SELECT id, identity, first_seen, customer_since FROM identities "
+                "WHERE tenant = ? ORDER BY identity",
+                (tenant,),
+            )
+        )
+
+    def export_events(self, identity: int) -> list[tuple[str, int, int, str]]:
+        """Return ``(name, t, td, properties JSON)`` of one identity row's events."""
+        return self.conn.execute(
+            "SELECT name, t, td, properties FROM events WHERE identity = ?", (identity,)
+        ).fetchall()
+
+    def export_properties(self, identity: int) -> list[tuple[str, str, str, int, int]]:
+        """Return ``(name_key, name, value, t, td)`` of one identity row's property records."""
+        return self.conn.execute(
+            "SELECT name_key, name, value, t, td FROM properties WHERE identity = ?", (identity,)
+        ).fetchall()
+
+    def export_links(self, identity: int) -> list[tuple[str, int]]:
+        """Return ``(other identity, t)`` of every alias link of one identity row."""
+        return self.conn.execute(
+            "SELECT i.identity, l.t FROM links l JOIN identities i ON i.id = l.b WHERE l.a = ?1 "
+            "UNION ALL "
+            "SELECT i.identity, l.t FROM links l JOIN identities i ON i.id = l.a WHERE l.b = ?1",
+            (identity,),
+        ).fetchall()

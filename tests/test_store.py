@@ -102,3 +102,19 @@ def test_wal_mode_and_meta(tmp_path: Path) -> None:
         assert engine.store.meta("dedupe") == "exact"
     mode = sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone()[0]
     assert mode == "wal"
+
+
+def test_check_finds_a_person_its_links_do_not_connect(tmp_path: Path) -> None:
+    path = tmp_path / "id.db"
+    with Engine(path) as engine:
+        engine.alias("K", "a", "b", t=1)
+        engine.alias("K", "b", "c", t=1)
+    conn = sqlite3.connect(path)
+    conn.execute("DELETE FROM links WHERE b = (SELECT id FROM identities WHERE identity = 'c')")
+    conn.execute("UPDATE persons SET size = size + 1")
+    conn.commit()
+    conn.close()
+    with Engine(path) as engine, pytest.raises(InconsistentStoreError) as caught:
+        engine.check()
+    assert "not connected" in str(caught.value)
+    assert "size" in str(caught.value)
