@@ -60,6 +60,8 @@ MAX_NAME_LENGTH = 255
 REASONS = (
     "unknown_call",
     "malformed",
+    "too_large",
+    "incomplete",
     "bad_encoding",
     "missing_key",
     "unknown_key",

@@ -13,18 +13,22 @@ queries the engine needs (`UnionFind.find`, `UnionFind.name`, ...).
 
 Implementation
 --------------
-Items are interned to dense integers ``0 .. n-1`` (a ``dict`` item -> int and a
-``list`` of items).  The forest itself lives in ``array.array('q')`` buffers
-(8 bytes per slot, no per-slot Python objects):
+Items are interned to dense integers ``0 .. n-1`` ("slots": a ``dict`` item ->
+slot and a ``list`` slot -> item).  The forest itself lives in two
+``array.array('q')`` buffers, 8 bytes per slot each and no Python object per
+slot:
 
-* ``parent`` -- parent pointer of every slot (a root points to itself);
-* ``size`` -- number of members of the set, meaningful at roots only;
-* ``least`` -- slot of the smallest member of the set, meaningful at roots
-  only, or ``-1`` when the members of the set cannot be ordered.
+* ``parent`` -- for a non-root slot, the slot of its parent (``>= 0``); for a
+  root, **minus the size** of its set (``< 0``).  Folding the sizes into the
+  parent array this way saves 8 bytes per item and one memory access per
+  union, compared with a separate ``size`` array;
+* ``least`` -- at roots only: the slot of the smallest member of the set, or
+  ``-1`` when the members of the set cannot be ordered with ``<``.
 
 Unions are *by size* and finds use iterative *path halving*, which gives the
-usual O(alpha(n)) amortised cost per operation, where alpha is the inverse Ackermann
-function (alpha(n) <= 4 for any practical n).
+usual O(alpha(n)) amortised cost per operation, where alpha is the inverse
+Ackermann function (alpha(n) <= 4 for any practical n).  The number of sets is
+``n - (number of successful links)``, maintained in O(1) per union.
 
 Examples
 --------
@@ -86,9 +90,10 @@ class UnionFind(Generic[T]):
     * `add`, ``x in uf``, `len`, `n_sets`: O(1) (amortised for `add`);
     * `to_sets`, `components`, `members`: O(n alpha(n)).
 
-    Memory is about 8 bytes for each of the three ``array('q')`` buffers, plus
-    one ``list`` slot, one ``dict`` entry and one ``int`` object per item (the
-    items themselves are shared, not copied).
+    Memory per item: 8 bytes in each of the two ``array('q')`` buffers, one
+    ``list`` slot, one ``dict`` entry and one ``int`` object (the items
+    themselves are shared, not copied): about 90 bytes for strings, versus
+    about 77 for networkx.
 
     Examples
     --------
@@ -105,18 +110,19 @@ class UnionFind(Generic[T]):
     ['a', 'b', 'c', 'd']
     """
 
-    __slots__ = ("_index", "_items", "_least", "_n_sets", "_parent", "_size")
+    __slots__ = ("_index", "_items", "_least", "_n_links", "_parent")
 
     def __init__(self, elements: Iterable[T] | None = None) -> None:
         self._index: dict[T, int] = {}
         self._items: list[T] = []
         self._parent: array[int] = array("q")
-        self._size: array[int] = array("q")
         self._least: array[int] = array("q")
-        self._n_sets = 0
+        self._n_links = 0
         if elements is not None:
+            index = self._index
             for x in elements:
-                self.add(x)
+                if x not in index:
+                    self._new(x)
 
     # ------------------------------------------------------------------
     # internals (slot level)
@@ -127,10 +133,8 @@ class UnionFind(Generic[T]):
         i = len(self._items)
         self._index[x] = i
         self._items.append(x)
-        self._parent.append(i)
-        self._size.append(1)
+        self._parent.append(-1)
         self._least.append(i)
-        self._n_sets += 1
         return i
 
     def _slot(self, x: T) -> int:
@@ -144,38 +148,39 @@ class UnionFind(Generic[T]):
         """Return the root slot of slot `i`, halving the path on the way."""
         parent = self._parent
         p = parent[i]
-        while p != i:
+        while p >= 0:
             g = parent[p]
+            if g < 0:
+                return p
             parent[i] = g
             i = g
-            p = parent[i]
+            p = parent[g]
         return i
 
     def _link(self, ra: int, rb: int) -> int:
         """Merge the sets of the distinct roots `ra` and `rb`; return the new root."""
-        size = self._size
-        sa = size[ra]
-        sb = size[rb]
-        if sa < sb:
-            ra, rb = rb, ra
         least = self._least
         la = least[ra]
         lb = least[rb]
-        if la != _UNORDERED:
-            if lb == _UNORDERED:
+        if la >= 0 and lb >= 0:
+            items: list[Any] = self._items
+            try:
+                if items[lb] < items[la]:
+                    la = lb
+            except TypeError:
                 la = _UNORDERED
-            else:
-                items: list[Any] = self._items
-                try:
-                    if items[lb] < items[la]:
-                        la = lb
-                except TypeError:
-                    la = _UNORDERED
+        else:
+            la = _UNORDERED
         # The comparison above is the only step that can fail: mutate after it.
-        self._parent[rb] = ra
-        size[ra] = sa + sb
+        parent = self._parent
+        sa = parent[ra]  # -size
+        sb = parent[rb]
+        if sa > sb:  # the set of ra is the smaller one: hang it below rb
+            ra, rb = rb, ra
+        parent[ra] = sa + sb
+        parent[rb] = ra
         least[ra] = la
-        self._n_sets -= 1
+        self._n_links += 1
         return ra
 
     # ------------------------------------------------------------------
@@ -207,12 +212,14 @@ class UnionFind(Generic[T]):
     def __iter__(self) -> Iterator[T]:
         """Iterate over all items, in insertion order.
 
+        Like networkx, adding items during the iteration raises `RuntimeError`.
+
         Examples
         --------
         >>> list(UnionFind([3, 1, 2, 1]))
         [3, 1, 2]
         """
-        return iter(self._items)
+        return iter(self._index)
 
     def __len__(self) -> int:
         """Return the number of items (not of sets, see `n_sets`).
@@ -227,16 +234,21 @@ class UnionFind(Generic[T]):
     def __contains__(self, x: object) -> bool:
         """Return whether `x` is a known item; never adds it.
 
+        Unhashable objects are never items: for them this is ``False``.
+
         Examples
         --------
         >>> uf = UnionFind("a")
         >>> "a" in uf, "b" in uf, len(uf)
         (True, False, 1)
         """
-        return x in self._index
+        try:
+            return x in self._index
+        except TypeError:  # unhashable
+            return False
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(<{len(self._items)} items in {self._n_sets} sets>)"
+        return f"{type(self).__name__}(<{len(self._items)} items in {self.n_sets} sets>)"
 
     def union(self, *objects: T) -> None:
         """Merge the sets containing all `objects`, adding unknown ones.
@@ -262,50 +274,73 @@ class UnionFind(Generic[T]):
         >>> sorted(sorted(s) for s in uf.to_sets())
         [['a', 'b'], ['c', 'd', 'e'], ['x']]
         """
-        if len(objects) != 2:
+        try:
+            a, b = objects
+        except ValueError:
             self._union_many(objects)
             return
-        a, b = objects
-        index = self._index
+        # Everything below is _new/_root/_link inlined, for speed.
+        items = self._items
         parent = self._parent
-        # Slot of a, appending a singleton if a is unknown (inlined _new).
-        ra = index.get(a)
-        if ra is None:
-            items = self._items
-            ra = len(items)
-            index[a] = ra
+        n = len(items)
+        # One dict operation both finds the slot of a known item and interns a
+        # new one (a new item gets slot n).
+        ra = self._index.setdefault(a, n)
+        if ra == n:
             items.append(a)
-            parent.append(ra)
-            self._size.append(1)
-            self._least.append(ra)
-            self._n_sets += 1
+            parent.append(-1)
+            self._least.append(n)
+            n += 1
         else:
-            # Inlined _root with path halving.
             p = parent[ra]
-            while p != ra:
+            while p >= 0:  # path halving
                 g = parent[p]
+                if g < 0:
+                    ra = p
+                    break
                 parent[ra] = g
                 ra = g
-                p = parent[ra]
-        rb = index.get(b)
-        if rb is None:
-            items = self._items
-            rb = len(items)
-            index[b] = rb
+                p = parent[g]
+        rb = self._index.setdefault(b, n)
+        if rb == n:
             items.append(b)
-            parent.append(rb)
-            self._size.append(1)
-            self._least.append(rb)
-            self._n_sets += 1
+            parent.append(-1)
+            self._least.append(n)
         else:
             p = parent[rb]
-            while p != rb:
+            while p >= 0:
                 g = parent[p]
+                if g < 0:
+                    rb = p
+                    break
                 parent[rb] = g
                 rb = g
-                p = parent[rb]
-        if ra != rb:
-            self._link(ra, rb)
+                p = parent[g]
+        if ra == rb:
+            return
+        least = self._least
+        la = least[ra]
+        lb = least[rb]
+        if la >= 0 and lb >= 0:
+            ordered: list[Any] = items
+            try:
+                if ordered[lb] < ordered[la]:
+                    la = lb
+            except TypeError:
+                la = _UNORDERED
+        else:
+            la = _UNORDERED
+        sa = parent[ra]  # -size
+        sb = parent[rb]
+        if sa <= sb:  # union by size: ra is the root of the larger set
+            parent[ra] = sa + sb
+            parent[rb] = ra
+            least[ra] = la
+        else:
+            parent[rb] = sa + sb
+            parent[ra] = rb
+            least[rb] = la
+        self._n_links += 1
 
     def _union_many(self, objects: tuple[T, ...]) -> None:
         """Implement `union` for any number of arguments other than two."""
@@ -339,14 +374,16 @@ class UnionFind(Generic[T]):
         parent = self._parent
         groups: dict[int, set[T]] = {}
         for i, x in enumerate(self._items):
-            # Inlined _root with path halving.
             r = i
-            p = parent[r]
-            while p != r:
+            p = parent[i]
+            while p >= 0:  # inlined _root, with path halving
                 g = parent[p]
+                if g < 0:
+                    r = p
+                    break
                 parent[r] = g
                 r = g
-                p = parent[r]
+                p = parent[g]
             group = groups.get(r)
             if group is None:
                 groups[r] = {x}
@@ -369,7 +406,7 @@ class UnionFind(Generic[T]):
         >>> uf.n_sets
         2
         """
-        return self._n_sets
+        return len(self._items) - self._n_links
 
     def add(self, x: T) -> None:
         """Add `x` as a singleton set if it is unknown; otherwise do nothing.
@@ -461,7 +498,7 @@ class UnionFind(Generic[T]):
         >>> uf.size("a"), uf.size("c")
         (2, 1)
         """
-        return self._size[self._root(self._slot(x))]
+        return -self._parent[self._root(self._slot(x))]
 
     def members(self, x: T) -> set[T]:
         """Return the set of items in the same set as `x` (including `x`).
@@ -494,8 +531,8 @@ class UnionFind(Generic[T]):
         ['a', 'b']
         """
         root = self._root(self._slot(x))
-        if self._size[root] == 1:
-            return {x}
+        if self._parent[root] == -1:  # singleton
+            return {self._items[root]}
         find = self._root
         items = self._items
         return {items[i] for i in range(len(items)) if find(i) == root}
@@ -511,7 +548,8 @@ class UnionFind(Generic[T]):
         Returns
         -------
         bool
-            ``False`` if either item is unknown (nothing is added).
+            ``False`` if either item is unknown or unhashable (nothing is
+            added).
 
         Notes
         -----
@@ -525,8 +563,11 @@ class UnionFind(Generic[T]):
         (True, False, False)
         """
         index = self._index
-        i = index.get(a)
-        j = index.get(b)
+        try:
+            i = index.get(a)
+            j = index.get(b)
+        except TypeError:  # unhashable
+            return False
         if i is None or j is None:
             return False
         return i == j or self._root(i) == self._root(j)

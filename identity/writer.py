@@ -1,0 +1,279 @@
+"""Group commit: one thread writes calls from many requests to an engine, many per transaction.
+
+SQLite has one writer. Request threads hand their parsed :class:`~identity.calls.Call` to a
+:class:`Writer` and wait; its thread commits whatever has gathered with one
+:meth:`Engine.apply_batch <identity.engine.Engine.apply_batch>` (one transaction, one fsync)
+and wakes the requests, which may then say their call is stored. Standard library only.
+
+Examples
+--------
+>>> from identity import Engine
+>>> from identity.calls import parse_query
+>>> with Writer(Engine()) as writer:
+...     writer.commit(parse_query("/e?_k=K&_p=bob&_n=Paid", received=1))
+True
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+import time
+from collections import deque
+
+from .calls import Call
+from .engine import Engine
+from .errors import ConfigurationError
+
+__all__ = ["Writer"]
+
+_log = logging.getLogger("identity.beacon")
+
+
+class _Batch:
+    """Calls that will share one transaction, with a held lock per call to wait on.
+
+    One lock per request means one futex wake per request when the batch is committed, not
+    a herd of threads re-taking one shared condition.
+    """
+
+    __slots__ = ("calls", "failed", "first", "waiters")
+
+    def __init__(self) -> None:
+        self.calls: list[Call] = []
+        self.waiters: list[threading.Lock] = []
+        self.failed: frozenset[int] = frozenset()
+        self.first = 0.0
+
+    def add(self, call: Call) -> threading.Lock:
+        """Add `call`; return the held lock released once the batch is committed."""
+        waiter = threading.Lock()
+        waiter.acquire()
+        self.calls.append(call)
+        self.waiters.append(waiter)
+        return waiter
+
+    def finish(self, failed: frozenset[int]) -> None:
+        """Record which calls failed and wake every waiting request."""
+        self.failed = failed
+        for waiter in self.waiters:
+            waiter.release()
+
+
+class Writer:
+    """The one thread that writes to an engine: group commit of calls from many requests.
+
+    Parameters
+    ----------
+    engine : Engine
+        The engine to write to. While the writer runs, nothing else may write to it.
+    batch_size : int
+        Most calls committed in one transaction.
+    max_wait : float
+        Longest time, in seconds, the first call of a batch waits for others to join it. The
+        writer waits only while requests that have announced a call (:meth:`announce`) have
+        not yet handed it over, so a lone request is committed at once.
+
+    Notes
+    -----
+    Requests call :meth:`commit`, which blocks until the call's batch is committed; the
+    writer commits a batch with one :meth:`Engine.apply_batch
+    <identity.engine.Engine.apply_batch>` (one transaction, one fsync). When a batch fails, a
+    batch of more than one call is retried call by call (so one call that breaks the engine
+    cannot fail the others), unless the failure is the database's (locked, full, I/O): then
+    every call of the batch is reported failed. :meth:`close` stops accepting calls, commits
+    those received, and joins the thread.
+
+    Examples
+    --------
+    >>> from identity.calls import parse_query
+    >>> writer = Writer(Engine())
+    >>> writer.commit(parse_query("/a?_k=K&_p=anon-1&_n=bob", received=1))
+    True
+    >>> writer.close()
+    >>> writer.commit(parse_query("/a?_k=K&_p=anon-2&_n=bob", received=1))
+    False
+    >>> writer.stats()["calls"], writer.engine.same_person("K", "bob", "anon-1")
+    (1, True)
+    """
+
+    def __init__(self, engine: Engine, *, batch_size: int = 256, max_wait: float = 0.005) -> None:
+        if batch_size < 1:
+            raise ConfigurationError(f"batch_size must be at least 1, not {batch_size}")
+        if max_wait < 0:
+            raise ConfigurationError(f"max_wait must be at least 0, not {max_wait}")
+        self.engine = engine
+        self.batch_size = batch_size
+        self.max_wait = max_wait
+        self._cond = threading.Condition(threading.Lock())
+        self._open = _Batch()
+        self._ready: deque[_Batch] = deque()
+        self._announced = 0
+        self._closing = False
+        #: "idle": waiting for a call; "filling": waiting for a batch to fill; "busy"
+        self._state = "busy"
+        self._counts = {"calls": 0, "batches": 0, "failed": 0}
+        self._thread = threading.Thread(target=self._run, name="identity-writer", daemon=True)
+        self._thread.start()
+
+    @property
+    def accepting(self) -> bool:
+        """Whether calls are still accepted (not closed, and the thread is alive)."""
+        return not self._closing and self._thread.is_alive()
+
+    def announce(self) -> None:
+        """Say that a call is on its way (so a batch waits for it up to `max_wait`).
+
+        Every :meth:`announce` must be followed by ``commit(..., announced=True)`` or by
+        :meth:`withdraw`.
+        """
+        with self._cond:
+            self._announced += 1
+
+    def withdraw(self) -> None:
+        """Take back an :meth:`announce` whose call will not come."""
+        with self._cond:
+            self._announced -= 1
+            if self._state == "filling" and self._announced <= 0:
+                self._cond.notify()
+
+    def commit(self, call: Call, *, announced: bool = False, timeout: float | None = 30.0) -> bool:
+        """Hand `call` to the writer and wait until its batch is committed.
+
+        Parameters
+        ----------
+        call : Call
+            Validated with the engine's rules (quarantined calls are committed too).
+        announced : bool
+            Whether :meth:`announce` was called for this call.
+        timeout : float or None
+            Longest wait in seconds; when it passes, the answer is False (the call may still be
+            committed later).
+
+        Returns
+        -------
+        bool
+            True once the call is committed; False when the writer is closed, the commit
+            failed or `timeout` passed. Never raises for a failed commit.
+        """
+        with self._cond:
+            if announced:
+                self._announced -= 1
+            if self._closing:
+                return False
+            batch = self._open
+            index = len(batch.calls)
+            if not index:
+                batch.first = time.monotonic()
+            waiter = batch.add(call)
+            full = index + 1 >= self.batch_size
+            if full:
+                self._ready.append(batch)
+                self._open = _Batch()
+            state = self._state
+            if state == "idle" or (state == "filling" and (full or self._announced <= 0)):
+                self._cond.notify()
+        if not waiter.acquire(timeout=-1 if timeout is None else timeout):
+            _log.error("identity beacon: no commit after %s s", timeout)
+            return False
+        return index not in batch.failed
+
+    def close(self, timeout: float | None = None) -> None:
+        """Stop accepting calls, commit every call received, and join the thread.
+
+        Idempotent. The engine stays open (its owner closes it).
+        """
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+        if threading.current_thread() is not self._thread:
+            self._thread.join(timeout)
+
+    def __enter__(self) -> Writer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def stats(self) -> dict[str, int]:
+        """Return counts so far: ``calls`` committed, ``batches`` committed, ``failed`` calls."""
+        with self._cond:
+            return dict(self._counts)
+
+    def _next(self) -> _Batch | None:
+        """Wait for the next batch to commit (None: closed and drained)."""
+        with self._cond:
+            self._state = "idle"
+            while not self._ready and not self._open.calls:
+                if self._closing:
+                    return None
+                self._cond.wait()
+            if not self._ready:
+                self._state = "filling"
+                deadline = self._open.first + self.max_wait
+                while not self._ready and not self._closing and self._announced > 0:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    self._cond.wait(remaining)
+            self._state = "busy"
+            if self._ready:
+                return self._ready.popleft()
+            batch, self._open = self._open, _Batch()
+            return batch
+
+    def _run(self) -> None:
+        batch: _Batch | None = None
+        try:
+            while True:
+                batch = self._next()
+                if batch is None:
+                    return
+                self._commit(batch)
+                batch = None
+        except BaseException:  # pragma: no cover - a bug in the loop itself
+            _log.exception("identity beacon: the writer thread stopped")
+            with self._cond:
+                self._closing = True
+                pending = [batch] if batch is not None else []
+                pending += [*self._ready, self._open]
+                self._ready.clear()
+            for stranded in pending:
+                stranded.finish(frozenset(range(len(stranded.calls))))
+
+    def _apply(self, calls: list[Call]) -> None:
+        try:
+            self.engine.apply_batch(calls)
+        except BaseException:
+            # Store.transaction does not roll back when COMMIT itself fails: do it here, so
+            # that the next batch can begin.
+            conn = self.engine.store.conn
+            if conn.in_transaction:
+                try:
+                    conn.rollback()
+                except sqlite3.Error:  # pragma: no cover - nothing more can be done
+                    _log.exception("identity beacon: rollback failed")
+            raise
+
+    def _commit(self, batch: _Batch) -> None:
+        calls = batch.calls
+        failed: set[int] = set()
+        try:
+            self._apply(calls)
+        except Exception as exc:
+            _log.exception("identity beacon: commit of %d calls failed", len(calls))
+            if len(calls) == 1 or isinstance(exc, sqlite3.OperationalError):
+                failed.update(range(len(calls)))
+            else:
+                for index, call in enumerate(calls):
+                    try:
+                        self._apply([call])
+                    except Exception as single:
+                        _log.error("identity beacon: not committed: %r: %r", call.raw[:200], single)
+                        failed.add(index)
+        with self._cond:
+            self._counts["calls"] += len(calls) - len(failed)
+            self._counts["batches"] += 1
+            self._counts["failed"] += len(failed)
+        batch.finish(frozenset(failed))
