@@ -95,7 +95,12 @@ def _digest(text: str) -> bytes:
 
 
 def apply_batch(
-    store: Store, calls: Sequence[Call], cache: IdentityCache, *, loose: bool = False
+    store: Store,
+    calls: Sequence[Call],
+    cache: IdentityCache,
+    *,
+    loose: bool = False,
+    state: tuple[int, int, int, int] | None = None,
 ) -> tuple[Summary, dict[str, dict[str, int]], dict[int, tuple[int, int]]]:
     """Apply `calls` inside the store's open transaction.
 
@@ -109,6 +114,9 @@ def apply_batch(
         Known row ids; not modified here.
     loose : bool
         Use the loose duplicate-event rule (property values ignored).
+    state : tuple, optional
+        ``(next identity id, largest event, property record and link ids)`` as read at
+        the start of the transaction (:meth:`Store.batch_state`); read here when omitted.
 
     Returns
     -------
@@ -176,7 +184,9 @@ def apply_batch(
             elif call.t < entry[0]:
                 entry[0] = call.t
 
-    next_id = store.next_identity_id()
+    if state is None:
+        state = (store.next_identity_id(), *store.max_ids())
+    next_id, before_events, before_records, before_links = state
     first_new = next_id
     complete = cache.complete or next_id == 1
     ids: dict[str, dict[str, int]] = {}
@@ -341,7 +351,6 @@ def apply_batch(
                 if (call.t, prop_name) < (record[5], record[3]):
                     record[3], record[5] = prop_name, call.t
                 record[7] = int(str(record[7])) + 1
-    before_events, before_records, before_links = store.max_ids()
     if links:
         store.upsert_links((a, b, link[0], link[1], link[2]) for (a, b), link in links.items())
     if events:

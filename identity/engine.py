@@ -272,12 +272,16 @@ class Engine:
         """
         store = self.store
         with store.transaction():
-            generation = store.generation()
+            generation, *state = store.batch_state()
             if generation != self._cache.generation:
                 self._cache.clear()
-                self._cache.complete = store.next_identity_id() == 1
+                self._cache.complete = state[0] == 1
             summary, ids, times = apply_batch(
-                store, batch, self._cache, loose=self.dedupe == "loose"
+                store,
+                batch,
+                self._cache,
+                loose=self.dedupe == "loose",
+                state=(state[0], state[1], state[2], state[3]),
             )
             if after is not None:
                 after(store)

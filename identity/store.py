@@ -305,6 +305,25 @@ class Store:
         """Return the number of committed write batches (detects other writers)."""
         return int(self.meta("generation") or 0)
 
+    def batch_state(self) -> tuple[int, int, int, int, int]:
+        """Return, in one statement, what a write batch needs to know first.
+
+        ``(generation, next identity id, largest event id, largest property record id,
+        largest link id)``.
+        """
+        row = self.conn.execute(
+            "SELECT (SELECT value FROM meta WHERE key = 'generation'), "
+            "(SELECT max(id) FROM identities), (SELECT max(id) FROM events), "
+            "(SELECT max(id) FROM properties), (SELECT max(id) FROM links)"
+        ).fetchone()
+        return (
+            int(row[0] or 0),
+            int(row[1] or 0) + 1,
+            int(row[2] or 0),
+            int(row[3] or 0),
+            int(row[4] or 0),
+        )
+
     def next_identity_id(self) -> int:
         """Return the id the next new identity row gets."""
         row = self.conn.execute("SELECT max(id) FROM identities").fetchone()
