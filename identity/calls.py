@@ -62,6 +62,7 @@ REASONS = (
     "malformed",
     "too_large",
     "incomplete",
+    "post_body_not_logged",
     "bad_encoding",
     "missing_key",
     "unknown_key",
@@ -595,6 +596,18 @@ def _text(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
+def _encodable(raw: str, params: list[tuple[str, str]]) -> bool:
+    """Tell whether every text can be stored as UTF-8 (no lone surrogates)."""
+    try:
+        raw.encode("utf-8")
+        for key, value in params:
+            key.encode("utf-8")
+            value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def from_mapping(
     mapping: Mapping[str, Any],
     *,
@@ -618,6 +631,9 @@ def from_mapping(
         received = _now()
     raw = json.dumps(dict(mapping), ensure_ascii=False, default=str, sort_keys=True)
     params = [(str(k), _text(v)) for k, v in mapping.items() if k != "_path"]
+    if not _encodable(raw, params):
+        raw = raw.encode("utf-8", "backslashreplace").decode("utf-8")
+        return _reject(kind or "", (), {}, received, raw, source, "bad_encoding")
     if kind is None:
         kind = _kind_of_path(_text(mapping.get("_path", "")))
     return from_params(kind, params, received=received, raw=raw, source=source, rules=rules)
@@ -675,6 +691,9 @@ def parse_km_line(
     if not isinstance(data, dict):
         return _reject("", (), {}, received, raw, source, "malformed")
     params = [(str(k), _text(v)) for k, v in data.items() if v is not None]
+    if not _encodable(raw, params):
+        raw = raw.encode("utf-8", "backslashreplace").decode("utf-8")
+        return _reject("", (), {}, received, raw, source, "bad_encoding")
     keys = {k for k, _ in params}
     if "_p2" in keys:
         kind = "a"

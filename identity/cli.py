@@ -6,26 +6,30 @@ option, a missing file, a database that cannot be used.
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from importlib import resources
-from typing import IO, Any
+from typing import Any
 
 import click
-from tabulate import tabulate
+from tabulate import tabulate  # type: ignore[import-untyped]
 
-from .calls import Call, parse_km_line, parse_query, rejected
+from . import export as exporting
+from . import sources
 from .engine import Engine
-from .errors import IdentityError, InputError
+from .errors import IdentityError
 from .records import Person
+from .resume import Ingest
 
 __all__ = ["cli", "main"]
 
-FORMATS = ("auto", "url", "km")
+FORMATS = ("auto", *sources.FORMATS)
 
 _db_option = click.option(
     "--db",
@@ -51,68 +55,54 @@ def _open(db: str, *, create: bool = False) -> Engine:
     return Engine(db, create=create)
 
 
-def _sniff(first: str) -> str:
-    return "km" if first.lstrip().startswith("{") else "url"
+_PROGRESS_BYTES = 1 << 20
 
 
-def _lines(stream: IO[bytes]) -> Iterator[tuple[int, str | None, bytes]]:
-    """Yield (line number, decoded text or None when undecodable, raw bytes)."""
-    for number, data in enumerate(stream, 1):
-        data = data.rstrip(b"\r\n")
-        if not data.strip():
-            continue
-        try:
-            yield number, data.decode("utf-8"), data
-        except UnicodeDecodeError:
-            yield number, None, data
-
-
-def _calls(
-    stream: IO[bytes],
-    name: str,
-    fmt: str,
-    tenant: str | None,
-    received: int,
-    engine: Engine,
-) -> Iterator[Call]:
-    lines = _lines(stream)
-    first = next(lines, None)
-    if first is None:
+@contextmanager
+def _progress(job: Ingest, quiet: bool) -> Iterator[Callable[[Ingest], None] | None]:
+    """Show a progress bar on stderr (bytes, calls/s, ETA) for a long file on a terminal."""
+    reader = job.reader
+    size = None if reader is None else reader.size
+    if quiet or reader is None or size is None or size < _PROGRESS_BYTES:
+        yield None
         return
-    if fmt == "auto":
-        fmt = _sniff(first[1] or "")
-    rules = engine.rules
-    for number, text, data in _prepend(first, lines):
-        source = f"{name}:{number}"
-        if text is None:
-            raw = data.decode("utf-8", "backslashreplace")
-            yield rejected(raw, "bad_encoding", received=received, source=source, tenant=tenant)
-        elif fmt == "km":
-            yield parse_km_line(
-                text, tenant=tenant, received=received, source=source, rules=rules
-            )
-        else:
-            yield parse_query(text, tenant=tenant, received=received, source=source, rules=rules)
+    if not sys.stderr.isatty():
+        yield None
+        return
+    started = time.monotonic()
+    bar: Any = click.progressbar(
+        length=size,
+        label=job.source.name,
+        file=sys.stderr,
+        show_eta=True,
+        show_percent=True,
+        item_show_func=lambda rate: rate,
+    )
+    with bar:
+        bar.update(reader.consumed or 0)
 
+        def update(current: Ingest) -> None:
+            rate = current.summary.calls / max(time.monotonic() - started, 1e-3)
+            bar.update((reader.consumed or bar.pos) - bar.pos, f"{rate:,.0f} calls/s")
 
-def _prepend(
-    first: tuple[int, str | None, bytes], rest: Iterator[tuple[int, str | None, bytes]]
-) -> Iterator[tuple[int, str | None, bytes]]:
-    yield first
-    yield from rest
+        yield update
 
 
 @cli.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path(allow_dash=True))
 @_db_option
-@click.option("--tenant", default=None, help="Tenant for calls that carry no `_k`.")
+@click.option(
+    "--tenant", default=None, help="Tenant of calls that carry no `_k` (exports, CSV files)."
+)
 @click.option(
     "--format",
     "fmt",
     type=click.Choice(FORMATS),
     default="auto",
     show_default=True,
-    help="url: one URL or query string per line; km: Kissmetrics export JSON lines.",
+    help="url: URLs or query strings; km: Kissmetrics JSON (Data Export, JSON import); "
+    "jsonl: JSON call parameters with _path; access: Common/Combined Log Format; "
+    "csv: Kissmetrics CSV import; auto: sniffed from the first lines.",
 )
 @click.option(
     "--received",
@@ -121,6 +111,10 @@ def _prepend(
     help="Receive time (UTC s) of calls without one [default: the file's mtime; now for -].",
 )
 @click.option("--batch-size", type=click.IntRange(min=1), default=10_000, show_default=True)
+@click.option(
+    "--force", is_flag=True, help="Read files again that were already ingested (duplicates "
+    "collapse)."
+)
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors.")
 def ingest(
     files: Sequence[str],
@@ -129,31 +123,42 @@ def ingest(
     fmt: str,
     received: int | None,
     batch_size: int,
+    force: bool,
     quiet: bool,
 ) -> None:
-    """Apply the tracking calls in FILES (``-`` for stdin) to the database.
+    """Apply the tracking calls in FILES to the database.
 
-    Bad calls are quarantined with a reason, never dropped; see `identity quarantine`.
+    FILES are files (gzip read transparently), ``-`` for stdin, or Kissmetrics Data Export
+    folders (index.csv and revisions/). How far each file was read is committed with its
+    calls: after an interruption the same command goes on where it stopped, and a file
+    already ingested is skipped. Bad calls are quarantined with a reason, never dropped;
+    see `identity quarantine`.
     """
-    for name in files:
-        if name != "-" and not os.path.isfile(name):
-            raise InputError(name, "no such file")
-    with _open(db, create=True) as engine:
-        for name in files:
-            if name == "-":
-                stamp = received if received is not None else int(time.time())
-                summary = engine.ingest(
-                    _calls(sys.stdin.buffer, "-", fmt, tenant, stamp, engine),
-                    batch_size=batch_size,
-                )
-            else:
-                stamp = received if received is not None else int(os.path.getmtime(name))
-                with open(name, "rb") as stream:
-                    summary = engine.ingest(
-                        _calls(stream, name, fmt, tenant, stamp, engine), batch_size=batch_size
-                    )
-            if not quiet:
-                click.echo(f"{name}: {summary.line()}")
+    inputs = sources.expand(files)
+    # synchronous=NORMAL: every committed batch survives a killed process; after a power
+    # loss the last batches roll back together with the recorded input positions, and the
+    # same command reads them again
+    with Engine(db, create=True, durable=False) as engine:
+        for item in inputs:
+            with Ingest(
+                engine, item, fmt=fmt, tenant=tenant, received=received, force=force
+            ) as job:
+                note = job.note()
+                if job.reader is None:
+                    if not quiet:
+                        click.echo(f"{item.name}: {note}")
+                    continue
+                if not quiet:
+                    if job.reader.sniffed:
+                        click.echo(f"{item.name}: format {job.reader.format} (sniffed)", err=True)
+                    if note:
+                        click.echo(f"{item.name}: {note}", err=True)
+                with _progress(job, quiet) as update:
+                    summary = job.run(batch_size, update)
+                if not quiet:
+                    skipped = job.reader.skipped
+                    more = f"; {skipped} lines skipped (not tracking calls)" if skipped else ""
+                    click.echo(f"{item.name}: {summary.line()}{more}")
 
 
 def _person_text(person: Person) -> str:
@@ -165,7 +170,7 @@ def _person_text(person: Person) -> str:
         ("events", person.events),
     ]
     rows += [(f"property {name}", value) for name, value in person.properties]
-    return tabulate(rows, tablefmt="plain")
+    return str(tabulate(rows, tablefmt="plain"))
 
 
 @cli.command()
@@ -208,16 +213,88 @@ def people(db: str, tenant: str, as_of: int | None, as_json: bool) -> None:
 @click.option("--tenant", default=None, help="Only this tenant's calls.")
 @click.option("--reason", default=None, help="Only calls quarantined for this reason.")
 @_json_option
-def quarantine(db: str, tenant: str | None, reason: str | None, as_json: bool) -> None:
+@click.option(
+    "--raw", is_flag=True, help="Print the raw calls, one a line, to repair and ingest again."
+)
+def quarantine(
+    db: str, tenant: str | None, reason: str | None, as_json: bool, raw: bool
+) -> None:
     """List quarantined calls with their reasons."""
     with _open(db) as engine:
         items = engine.quarantine(tenant, reason=reason)
+        if raw:
+            for item in items:
+                click.echo(_one_line(item.raw))
+            return
         if as_json:
             for item in items:
                 click.echo(json.dumps(item.as_dict(), ensure_ascii=False))
             return
         rows = [(q.reason, q.sent, q.source, _shorten(q.raw)) for q in items]
         click.echo(tabulate(rows, headers=("reason", "sent", "source", "raw")))
+
+
+def _one_line(raw: str) -> str:
+    """Keep a raw call on one line: line breaks become escapes of its own kind."""
+    if "\n" not in raw and "\r" not in raw:
+        return raw
+    if raw.lstrip().startswith("{"):
+        return raw.replace("\r", "\\r").replace("\n", "\\n")
+    return raw.replace("\r", "%0D").replace("\n", "%0A")
+
+
+@cli.command(name="export")
+@_db_option
+@_tenant_option
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(exporting.FORMATS),
+    default="km",
+    show_default=True,
+    help="km: Kissmetrics export JSON lines; url: beacon URLs (/e?_k=...).",
+)
+@click.option(
+    "--output",
+    "-o",
+    default="-",
+    type=click.Path(dir_okay=False, allow_dash=True),
+    help="Write here (gzip if it ends in .gz) [default: stdout].",
+)
+@click.option("--include-key", is_flag=True, help="With km, write the tenant as `_k` on each line.")
+@click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors.")
+def export_(
+    db: str, tenant: str, fmt: str, output: str, include_key: bool, quiet: bool
+) -> None:
+    """Write a tenant's accepted calls back as Kissmetrics JSON lines or URLs.
+
+    Ingesting the export (with --tenant for km lines) into a fresh database rebuilds the
+    same people, Customer IDs, property history and events; quarantined calls are not
+    exported (see `identity quarantine --raw`).
+    """
+    summary = exporting.ExportSummary()
+    with _open(db) as engine:
+        lines = exporting.lines(
+            engine.store, tenant, fmt=fmt, include_key=include_key, summary=summary
+        )
+        if output == "-":
+            for line in lines:
+                click.echo(line)
+        else:
+            opener = gzip.open if output.endswith(".gz") else open
+            partial = f"{output}.partial"
+            try:
+                with opener(partial, "wt", encoding="utf-8", newline="\n") as stream:
+                    for line in lines:
+                        stream.write(line + "\n")
+                os.replace(partial, output)  # never a truncated export under its name
+            finally:
+                if os.path.exists(partial):
+                    os.remove(partial)
+    if not quiet:
+        click.echo(f"{tenant}: {summary.line()}", err=True)
+    if summary.skipped and quiet:
+        click.echo(f"identity: warning: {summary.skipped} calls skipped", err=True)
 
 
 def _shorten(text: str, width: int = 80) -> str:
@@ -250,7 +327,13 @@ def demo(db: str | None) -> None:
         path = db or os.path.join(tmp, "demo.db")
         with sample.open("rb") as stream, _open(path, create=True) as engine:
             summary = engine.ingest(
-                _calls(stream, "sample.txt", "url", None, 1_700_000_000, engine)
+                sources.Reader(
+                    "sample.txt",
+                    stream=stream,
+                    fmt="url",
+                    received=1_700_000_000,
+                    rules=engine.rules,
+                )
             )
             click.echo(f"sample.txt: {summary.line()}\n")
             for tenant in engine.tenants():
@@ -270,6 +353,88 @@ def demo(db: str | None) -> None:
             reasons = [(q.reason, _shorten(q.raw, 60)) for q in engine.quarantine()]
             click.echo("quarantined:")
             click.echo(tabulate(reasons, headers=("reason", "raw")))
+
+
+@cli.command()
+@_db_option
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=8080,
+    show_default=True,
+    help="Port to listen on (0: any free port; the address is printed).",
+)
+@click.option(
+    "--keys",
+    default=None,
+    help="Comma-separated API keys to accept; calls with other keys are quarantined.",
+)
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    default=32,
+    show_default=True,
+    help="Request threads (requests that can wait for a commit at once).",
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=256,
+    show_default=True,
+    help="Most calls committed in one transaction.",
+)
+@click.option(
+    "--max-wait-ms",
+    type=click.FloatRange(min=0),
+    default=5.0,
+    show_default=True,
+    help="Longest a call waits for others to share its commit.",
+)
+@click.option(
+    "--access-log",
+    default="-",
+    show_default=True,
+    type=click.Path(dir_okay=False, allow_dash=True),
+    help="Append a Combined Log Format access log here (-: stderr).",
+)
+def serve(
+    db: str,
+    host: str,
+    port: int,
+    keys: str | None,
+    threads: int,
+    batch_size: int,
+    max_wait_ms: float,
+    access_log: str,
+) -> None:
+    """Run the beacon: answer /e, /s and /a over HTTP, committing every call to the database.
+
+    Each request is answered (200 and a 1x1 GIF) once its call is committed; calls from many
+    requests share one transaction. SIGTERM or Ctrl-C stops accepting, commits what was
+    received and exits 0. Needs waitress: pip install 'identity[serve]'.
+    """
+    from contextlib import nullcontext
+
+    from .beacon import rules_for_keys
+    from .server import serve as run_beacon
+
+    rules = rules_for_keys(keys)
+    with (
+        Engine(db, create=True, rules=rules) as engine,
+        nullcontext(sys.stderr)
+        if access_log == "-"
+        else open(access_log, "a", encoding="utf-8") as log,
+    ):
+        run_beacon(
+            engine,
+            host=host,
+            port=port,
+            threads=threads,
+            batch_size=batch_size,
+            max_wait=max_wait_ms / 1000,
+            access_log=log,
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

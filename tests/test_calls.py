@@ -172,3 +172,15 @@ def test_calls_are_immutable() -> None:
     call = from_params("s", [("_k", "K"), ("_p", "b")], received=1)
     with pytest.raises(AttributeError):
         call.identity = "other"  # type: ignore[misc]
+
+
+def test_lone_surrogates_are_bad_encoding_not_a_crash() -> None:
+    from identity import Engine
+
+    km = parse_km_line('{"_p":"\\ud800","_n":"x","_t":1}', tenant="K", received=1)
+    assert km.reason == "bad_encoding"
+    mapped = from_mapping({"_path": "s", "_k": "K", "_p": "a", "x": "\ud800"}, received=1)
+    assert mapped.reason == "bad_encoding"
+    engine = Engine(durable=False)
+    summary = engine.ingest([km, mapped, {"_path": "e", "_k": "K", "_p": "\udcff", "_n": "x"}])
+    assert summary.quarantined == {"bad_encoding": 3}
