@@ -633,7 +633,9 @@ def from_mapping(
     params = [(str(k), _text(v)) for k, v in mapping.items() if k != "_path"]
     if not _encodable(raw, params):
         raw = raw.encode("utf-8", "backslashreplace").decode("utf-8")
-        return _reject(kind or "", (), {}, received, raw, source, "bad_encoding")
+        tenant = mapping.get("_k")
+        known = {"_k": tenant} if isinstance(tenant, str) and _encodable(tenant, []) else {}
+        return _reject(kind or "", (), known, received, raw, source, "bad_encoding")
     if kind is None:
         kind = _kind_of_path(_text(mapping.get("_path", "")))
     return from_params(kind, params, received=received, raw=raw, source=source, rules=rules)
