@@ -290,7 +290,7 @@ def test_jsonl_of_call_mappings() -> None:
         ("", "T", "malformed"),
         ("", "T", "malformed"),
         ("", "T", "bad_encoding"),
-        ("", "T", "bad_encoding"),
+        ("", "K", "bad_encoding"),  # the line's own key, even when a text cannot be stored
     ]
     assert calls[0].properties == (("amount", "amount", "5"), ("vip", "vip", "true"))
     assert calls[2].raw == '{"_path": "x", "_k": "K", "_p": "bob"}'
