@@ -266,13 +266,12 @@ class Store:
         if not memory:
             conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
-        # a bounded page cache (128 MiB), memory-mapped reads, and a 64 MiB WAL between
-        # checkpoints, so hot index pages are written back once per checkpoint rather than
-        # once per batch
+        # a bounded page cache (128 MiB) and a 64 MiB WAL between checkpoints, so hot index
+        # pages are written back once per checkpoint rather than once per batch (no mmap:
+        # memory must not grow with the file)
         conn.execute("PRAGMA cache_size=-131072")
         conn.execute("PRAGMA temp_store=MEMORY")
         if not memory:
-            conn.execute("PRAGMA mmap_size=1073741824")
             conn.execute("PRAGMA wal_autocheckpoint=16384")
         conn.execute("PRAGMA busy_timeout=10000")
 
