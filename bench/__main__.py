@@ -8,11 +8,14 @@ Examples
 --------
 ``python -m bench generate --calls 1e6 --shape issue2 -o issue2.url.gz``
 ``python -m bench generate --calls 1000 --shape mixed --format km --include-key -o -``
+``python -m bench report`` (goal sizes; ``--calls 20k --pairs 20k --identities 20k`` is quick)
+``python -m bench scale --calls 10M``
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -149,10 +152,148 @@ def _run_generate(args: argparse.Namespace) -> int:
     return 0
 
 
-#: Every subcommand by name. A ``report`` command is to be added here.
+# --- report --------------------------------------------------------------------------------
+
+
+def _configure_report(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--calls",
+        type=_count,
+        default=1_000_000,
+        metavar="N",
+        help="issue2 calls to ingest, engine and floor (default: 1M; 0 skips the ingest)",
+    )
+    parser.add_argument(
+        "--pairs",
+        type=_count,
+        default=1_000_000,
+        metavar="N",
+        help="alias pairs for the union-find, over 0.8 N identities (default: 1M; 0 skips)",
+    )
+    parser.add_argument(
+        "--identities",
+        type=_count,
+        default=1_000_000,
+        metavar="N",
+        help="identities of the reopened database (default: 1M; 0 skips the reopen)",
+    )
+    parser.add_argument(
+        "--repeat",
+        type=_positive,
+        default=3,
+        metavar="R",
+        help="repeats of the union-find timings and of the reopen; medians (default: 3)",
+    )
+    parser.add_argument(
+        "--ingest-repeat",
+        type=_positive,
+        default=1,
+        metavar="R",
+        help="repeats of the ingest and of its floor; medians (default: 1)",
+    )
+    parser.add_argument(
+        "--workdir",
+        default=None,
+        metavar="DIR",
+        help="keep the lines and databases here (default: a temporary directory, removed)",
+    )
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument(
+        "--save", default=None, metavar="FILE", help="also write the JSON report to FILE"
+    )
+    parser.add_argument(
+        "--tablefmt",
+        default="github",
+        metavar="FMT",
+        help="tabulate table format (default: github, a Markdown table)",
+    )
+    parser.add_argument("--quiet", "-q", action="store_true", help="no progress on stderr")
+    parser.add_argument(
+        "--strict", action="store_true", help="exit with status 1 when a goal is missed"
+    )
+
+
+def _run_report(args: argparse.Namespace) -> int:
+    from bench import report
+
+    result = report.run(
+        calls=args.calls,
+        pairs=args.pairs,
+        identities=args.identities,
+        repeat=args.repeat,
+        ingest_repeat=args.ingest_repeat,
+        workdir=args.workdir,
+        progress=None if args.quiet else sys.stderr,
+    )
+    data = json.dumps(result.as_dict(), indent=2)
+    if args.save:
+        with open(args.save, "w", encoding="utf-8") as fh:
+            fh.write(data + "\n")
+    print(data if args.json else result.table(args.tablefmt))
+    missed = [row for row in result.goals() if not row.passed]
+    return 1 if args.strict and missed else 0
+
+
+# --- scale ---------------------------------------------------------------------------------
+
+
+def _configure_scale(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--calls",
+        "-n",
+        type=_count,
+        default=10_000_000,
+        metavar="N",
+        help="calls to generate and ingest (default: 10M)",
+    )
+    parser.add_argument(
+        "--shape",
+        choices=sorted(workloads.SHAPES),
+        default="issue2",
+        metavar="NAME",
+        help="workload shape (default: issue2)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    parser.add_argument(
+        "--workdir",
+        default=None,
+        metavar="DIR",
+        help="where the lines file and the database go (default: a temporary directory)",
+    )
+    parser.add_argument("--keep", action="store_true", help="keep the lines file and the database")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument("--quiet", "-q", action="store_true", help="no progress on stderr")
+
+
+def _run_scale(args: argparse.Namespace) -> int:
+    from bench import scale
+
+    result = scale.run(
+        args.calls,
+        shape=args.shape,
+        seed=args.seed,
+        workdir=args.workdir,
+        keep=args.keep,
+        progress=None if args.quiet else sys.stderr,
+    )
+    print(json.dumps(result.as_dict(), indent=2) if args.json else result.text())
+    return 0
+
+
+#: Every subcommand by name.
 COMMANDS: dict[str, Command] = {
     "generate": Command(
         "write a seeded workload of tracking calls", _configure_generate, _run_generate
+    ),
+    "report": Command(
+        "measure the engine against its references and the goals, as one table",
+        _configure_report,
+        _run_report,
+    ),
+    "scale": Command(
+        "generate a big workload and time `identity ingest` of it into a file database",
+        _configure_scale,
+        _run_scale,
     ),
 }
 

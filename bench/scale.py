@@ -1,0 +1,252 @@
+"""``python -m bench scale``: ingest a big workload into a file database, as a user would.
+
+Two steps, each its own process so that its figures are its own:
+
+1. ``python -m bench generate --calls N --shape issue2 -o FILE`` writes the lines;
+2. ``python -m identity.cli ingest FILE --db DB`` (the ``identity ingest`` command) applies
+   them, run under ``/usr/bin/time -v`` when it exists (peak RSS, CPU and wall time from the
+   kernel), else timed with `os.wait4` (the same figures from ``getrusage`` of the child).
+
+The equivalent shell commands are printed, so the run can be repeated by hand.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from bench.measure import ROOT, child_env
+
+TIME_V = "/usr/bin/time"
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessFigures:
+    """What the kernel says about one finished child process."""
+
+    argv: tuple[str, ...]
+    status: int
+    wall_s: float
+    user_s: float
+    system_s: float
+    max_rss: int
+    output: str
+
+    @property
+    def cpu_s(self) -> float:
+        """User plus system CPU seconds."""
+        return self.user_s + self.system_s
+
+
+_TIME_FIELDS = {
+    "user_s": re.compile(r"User time \(seconds\): ([\d.]+)"),
+    "system_s": re.compile(r"System time \(seconds\): ([\d.]+)"),
+    "max_rss": re.compile(r"Maximum resident set size \(kbytes\): (\d+)"),
+    "elapsed": re.compile(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): ([\d:.]+)"),
+}
+
+
+def parse_time_v(text: str) -> dict[str, float]:
+    """Return user, system, max RSS (bytes) and elapsed seconds from ``time -v`` output.
+
+    Examples
+    --------
+    >>> out = '''User time (seconds): 1.50
+    ... System time (seconds): 0.25
+    ... Elapsed (wall clock) time (h:mm:ss or m:ss): 1:02.50
+    ... Maximum resident set size (kbytes): 2048'''
+    >>> parse_time_v(out)
+    {'user_s': 1.5, 'system_s': 0.25, 'max_rss': 2097152.0, 'elapsed': 62.5}
+    """
+    found: dict[str, float] = {}
+    for key, pattern in _TIME_FIELDS.items():
+        match = pattern.search(text)
+        if match is None:
+            continue
+        value = match.group(1)
+        if key == "elapsed":
+            total = 0.0
+            for part in value.split(":"):
+                total = total * 60 + float(part)
+            found[key] = total
+        elif key == "max_rss":
+            found[key] = float(value) * 1024
+        else:
+            found[key] = float(value)
+    return found
+
+
+def run_measured(argv: list[str], *, use_time_v: bool = True) -> ProcessFigures:
+    """Run `argv` to completion; return its status, output and the kernel's figures."""
+    wrap = use_time_v and os.access(TIME_V, os.X_OK)
+    full = [TIME_V, "-v", *argv] if wrap else argv
+    with tempfile.TemporaryFile("w+") as err:
+        start = time.perf_counter()
+        proc = subprocess.Popen(
+            full, stdout=subprocess.PIPE, stderr=err, text=True, env=child_env(), cwd=ROOT
+        )
+        assert proc.stdout is not None
+        output = proc.stdout.read()
+        proc.stdout.close()
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - start
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        err.seek(0)
+        errors = err.read()
+    figures = {
+        "user_s": usage.ru_utime,
+        "system_s": usage.ru_stime,
+        "max_rss": float(usage.ru_maxrss * 1024),
+    }
+    if wrap:  # the same numbers, as the tool users know prints them (of `argv`, not of time)
+        figures.update(parse_time_v(errors))
+    return ProcessFigures(
+        argv=tuple(argv),
+        status=proc.returncode,
+        wall_s=wall,
+        user_s=figures["user_s"],
+        system_s=figures["system_s"],
+        max_rss=int(figures["max_rss"]),
+        # without the lines of `time -v` (tab-indented)
+        output="\n".join(
+            line for line in (output + errors).splitlines() if not (wrap and line[:1] == "\t")
+        ).strip(),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ScaleResult:
+    """The figures of one scale run."""
+
+    calls: int
+    shape: str
+    lines_bytes: int
+    db_bytes: int
+    generate: ProcessFigures
+    ingest: ProcessFigures
+    summary: str
+
+    @property
+    def rate(self) -> float:
+        """Calls per wall second of the ingest."""
+        return self.calls / self.ingest.wall_s if self.ingest.wall_s else float("inf")
+
+    def as_dict(self) -> dict[str, Any]:
+        """Return the result as plain data."""
+        data = asdict(self)
+        data["calls_per_s"] = self.rate
+        data["calls_per_cpu_s"] = self.calls / self.ingest.cpu_s if self.ingest.cpu_s else None
+        return data
+
+    def text(self) -> str:
+        """Return the result as a small table."""
+        from tabulate import tabulate  # type: ignore[import-untyped]
+
+        ing, gen = self.ingest, self.generate
+        rows = [
+            ("calls", f"{self.calls:,} ({self.shape})"),
+            ("ingest wall time", f"{ing.wall_s:,.1f} s"),
+            (
+                "ingest CPU time (user + sys)",
+                f"{ing.cpu_s:,.1f} s ({ing.user_s:,.1f} + {ing.system_s:,.1f})",
+            ),
+            ("calls/s (wall)", f"{self.rate:,.0f}"),
+            ("calls/s (CPU)", f"{self.calls / ing.cpu_s:,.0f}" if ing.cpu_s else "-"),
+            ("ingest peak RSS", f"{ing.max_rss / 2**20:,.1f} MiB"),
+            ("database size", f"{self.db_bytes / 2**20:,.1f} MiB"),
+            ("lines file size", f"{self.lines_bytes / 2**20:,.1f} MiB"),
+            (
+                "generate wall time",
+                f"{gen.wall_s:,.1f} s (peak RSS {gen.max_rss / 2**20:,.1f} MiB)",
+            ),
+        ]
+        table = str(tabulate(rows, tablefmt="github", headers=("figure", "value")))
+        return f"{table}\n\nidentity ingest said: {self.summary}"
+
+
+def _db_bytes(db: Path) -> int:
+    return sum(
+        Path(f"{db}{suffix}").stat().st_size
+        for suffix in ("", "-wal")
+        if Path(f"{db}{suffix}").exists()
+    )
+
+
+def run(
+    calls: int,
+    *,
+    shape: str = "issue2",
+    seed: int = 0,
+    workdir: str | None = None,
+    keep: bool = False,
+    progress: IO[str] | None = sys.stderr,
+) -> ScaleResult:
+    """Generate `calls` calls to a file, then ``identity ingest`` them into a new database.
+
+    Raises
+    ------
+    RuntimeError
+        If either step fails.
+    """
+    tmp = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="bench-scale-"))
+    tmp.mkdir(parents=True, exist_ok=True)
+    lines, db = tmp / f"{shape}-{calls}.url", tmp / f"{shape}-{calls}.db"
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{db}{suffix}").unlink(missing_ok=True)
+    python = sys.executable
+    generate_argv = [
+        python,
+        "-m",
+        "bench",
+        "generate",
+        "--calls",
+        str(calls),
+        "--shape",
+        shape,
+        "--seed",
+        str(seed),
+        "-o",
+        str(lines),
+    ]
+    ingest_argv = [python, "-m", "identity.cli", "ingest", str(lines), "--db", str(db)]
+
+    def say(message: str) -> None:
+        if progress is not None:
+            print(f"[bench scale] {message}", file=progress, flush=True)
+
+    try:
+        say(f"$ {shlex.join(generate_argv)}")
+        generate = run_measured(generate_argv)
+        if generate.status != 0:
+            raise RuntimeError(f"generate failed ({generate.status}): {generate.output[-2000:]}")
+        say(f"  {generate.wall_s:,.1f} s; $ {shlex.join(ingest_argv)}")
+        ingest = run_measured(ingest_argv)
+        if ingest.status != 0:
+            raise RuntimeError(f"ingest failed ({ingest.status}): {ingest.output[-2000:]}")
+        summaries = [line for line in ingest.output.splitlines() if " calls: " in line]
+        say(f"  {ingest.wall_s:,.1f} s")
+        return ScaleResult(
+            calls=calls,
+            shape=shape,
+            lines_bytes=lines.stat().st_size,
+            db_bytes=_db_bytes(db),
+            generate=generate,
+            ingest=ingest,
+            summary=summaries[-1] if summaries else ingest.output[-300:],
+        )
+    finally:
+        if not keep:
+            if workdir:
+                for path in (lines, db, Path(f"{db}-wal"), Path(f"{db}-shm")):
+                    path.unlink(missing_ok=True)
+            else:
+                shutil.rmtree(tmp, ignore_errors=True)
