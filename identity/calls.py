@@ -695,7 +695,8 @@ def parse_km_line(
     params = [(str(k), _text(v)) for k, v in data.items() if v is not None]
     if not _encodable(raw, params):
         raw = raw.encode("utf-8", "backslashreplace").decode("utf-8")
-        return _reject("", (), {}, received, raw, source, "bad_encoding")
+        known = {"_k": tenant} if tenant is not None else {}
+        return _reject("", (), known, received, raw, source, "bad_encoding")
     keys = {k for k, _ in params}
     if "_p2" in keys:
         kind = "a"

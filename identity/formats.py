@@ -68,7 +68,6 @@ BOM = b"\xef\xbb\xbf"
 
 _TRACKING = (b"e", b"s", b"a")
 _INTEGER = re.compile(r"-?\d+").fullmatch
-_SURROGATE = re.compile("[\ud800-\udfff]").search
 
 #: A parser turns one line (without its line break) into calls; None skips the line.
 Parse = Callable[[bytes, str], "Call | tuple[Call, ...] | None"]
@@ -268,13 +267,6 @@ def shown(data: bytes) -> str:
     return data.decode("utf-8", "backslashreplace")
 
 
-def _has_surrogates(call: Call) -> bool:
-    r"""Lone surrogates (``"\\ud800"`` in JSON) cannot be stored: treat them as undecodable."""
-    if call.tenant is not None and _SURROGATE(call.tenant):
-        return True
-    return any(_SURROGATE(k) or _SURROGATE(v) for k, v in call.params)
-
-
 def _with_dedupe_time(call: Call, rules: Rules) -> Call:
     """Apply the :data:`DEDUPE_TIME_KEY` extension to a call read from a line.
 
@@ -345,8 +337,6 @@ def _km_parser(ctx: Context) -> Parse:
         except UnicodeDecodeError:
             return _undecodable(data, source, ctx)
         call = parse_km_line(text, tenant=tenant, received=received, source=source, rules=rules)
-        if "\\u" in text and _has_surrogates(call):
-            return rejected(text, "bad_encoding", received=received, source=source, tenant=tenant)
         if '"_td"' in text and call.reason is None:
             call = _with_dedupe_time(call, rules)
         return call
@@ -371,8 +361,6 @@ def _jsonl_parser(ctx: Context) -> Parse:
         if tenant is not None and "_k" not in value:
             value = {"_k": tenant, **value}
         call = from_mapping(value, received=received, source=source, rules=rules)
-        if "\\u" in text and _has_surrogates(call):
-            return rejected(text, "bad_encoding", received=received, source=source, tenant=tenant)
         return call if call.reason is None else replace(call, raw=text)
 
     return parse

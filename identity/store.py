@@ -306,10 +306,6 @@ class Store:
             (key, value),
         )
 
-    def generation(self) -> int:
-        """Return the number of committed write batches (detects other writers)."""
-        return int(self.meta("generation") or 0)
-
     def batch_state(self) -> tuple[int, int, int, int, int]:
         """Return, in one statement, what a write batch needs to know first.
 
@@ -514,18 +510,6 @@ class Store:
                     f"SELECT a, b, t FROM links WHERE a IN ({marks}) AND t <= ? "
                     f"UNION SELECT a, b, t FROM links WHERE b IN ({marks}) AND t <= ?",
                     (*chunk, as_of, *chunk, as_of),
-                )
-            )
-        return out
-
-    def links_of(self, ids: Sequence[int]) -> list[tuple[int, int, int, int, str]]:
-        """Return links ``(a, b, t, sent, source)`` with ``a`` in `ids`."""
-        out: list[tuple[int, int, int, int, str]] = []
-        for chunk in _chunks(ids):
-            marks = ",".join("?" * len(chunk))
-            out.extend(
-                self.conn.execute(
-                    f"SELECT a, b, t, sent, source FROM links WHERE a IN ({marks})", tuple(chunk)
                 )
             )
         return out
