@@ -14,9 +14,13 @@ from .core import UnionFind
 from .engine import Engine
 from .errors import (
     ConfigurationError,
+    DamagedDatabaseError,
+    DatabaseLockedError,
+    DiskFullError,
     IdentityError,
     InconsistentStoreError,
     InputError,
+    ReadOnlyDatabaseError,
     StoreError,
     UnknownIdentityError,
 )
@@ -25,6 +29,9 @@ from .records import Event, Outcome, Person, PropertyRecord, Quarantined, Summar
 __all__ = [
     "Call",
     "ConfigurationError",
+    "DamagedDatabaseError",
+    "DatabaseLockedError",
+    "DiskFullError",
     "Engine",
     "Event",
     "IdentityError",
@@ -34,6 +41,7 @@ __all__ = [
     "Person",
     "PropertyRecord",
     "Quarantined",
+    "ReadOnlyDatabaseError",
     "Rules",
     "StoreError",
     "Summary",

@@ -28,12 +28,40 @@ class UnknownIdentityError(IdentityError, LookupError):
 
 
 class StoreError(IdentityError):
-    """The database file cannot be used: missing, damaged, foreign or too new."""
+    """The database file cannot be used: missing, damaged, foreign, too new, locked, full.
+
+    Every error of the storage backend is translated into this class (or a subclass) once,
+    at the store's boundary. It means the database could not do its work, never that one
+    call was bad: a batch that fails with it is not retried call by call, and is not
+    acknowledged.
+    """
 
     def __init__(self, path: str, problem: str) -> None:
         super().__init__(f"{path}: {problem}")
         self.path = path
         self.problem = problem
+
+
+class DatabaseLockedError(StoreError):
+    """Another connection holds the database's write lock longer than the busy timeout.
+
+    Examples
+    --------
+    >>> str(DatabaseLockedError("app.db", "locked by another writer (pid 42)"))
+    'app.db: locked by another writer (pid 42)'
+    """
+
+
+class ReadOnlyDatabaseError(StoreError):
+    """The database (or its folder) cannot be written: a write was attempted on it."""
+
+
+class DiskFullError(StoreError):
+    """The disk (or a size limit) is full: the transaction was rolled back."""
+
+
+class DamagedDatabaseError(StoreError):
+    """The file is damaged (a malformed page, a truncated file): it cannot be trusted."""
 
 
 class ConfigurationError(IdentityError, ValueError):
