@@ -293,6 +293,23 @@ class Store:
                 self.conn.execute("ROLLBACK")
             raise
 
+    @contextmanager
+    def savepoint(self) -> Iterator[None]:
+        """Run the block inside the open transaction so that it can fail alone.
+
+        On an exception, what the block wrote is undone (``ROLLBACK TO``) and the
+        exception propagates; the transaction stays open.
+        """
+        self.conn.execute("SAVEPOINT one_call")
+        try:
+            yield
+        except BaseException:
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK TO one_call")
+                self.conn.execute("RELEASE one_call")
+            raise
+        self.conn.execute("RELEASE one_call")
+
     def meta(self, key: str) -> str | None:
         """Return one ``meta`` value, or None."""
         row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
