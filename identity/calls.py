@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import re
+import reprlib
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -35,7 +36,13 @@ __all__ = [
     "DEFAULT_BLOCKED",
     "DEFAULT_RULES",
     "KINDS",
+    "MAX_CALL_LENGTH",
+    "MAX_JSON_DEPTH",
     "MAX_NAME_LENGTH",
+    "MAX_NUMBER_LENGTH",
+    "MAX_PROPERTIES",
+    "MAX_TIME",
+    "MIN_TIME",
     "REASONS",
     "Call",
     "Rules",
@@ -46,7 +53,10 @@ __all__ = [
     "parse_form",
     "parse_km_line",
     "parse_query",
+    "read_json",
     "rejected",
+    "tenant_hint",
+    "valid_time",
     "validate",
 ]
 
@@ -56,6 +66,25 @@ KINDS = frozenset({"e", "s", "a"})
 #: Identities, event names and property names longer than this are refused (KM).
 MAX_NAME_LENGTH = 255
 
+#: The earliest and latest time accepted, in UTC seconds (1970-01-01T00:00:00Z and
+#: 9999-12-31T23:59:59Z): a ``_t`` outside is ``bad_timestamp``, never an overflow.
+MIN_TIME = 0
+MAX_TIME = 253_402_300_799
+
+#: Longest ``_t`` text read as a number, in characters (longer: not a number).
+MAX_NUMBER_LENGTH = 64
+
+#: Most properties one ``/e`` or ``/s`` call may set (more: ``too_many_properties``).
+MAX_PROPERTIES = 1000
+
+#: Longest call accepted from a line, a form body or a mapping, in characters
+#: (longer: ``too_large``).
+MAX_CALL_LENGTH = 1 << 20
+
+#: Deepest nesting of a JSON line (objects and arrays; deeper: ``malformed``). Properties
+#: are flat; a nested value is kept as its JSON text.
+MAX_JSON_DEPTH = 32
+
 #: Every quarantine reason, in the order the checks run (the first failing check wins).
 REASONS = (
     "unknown_call",
@@ -64,6 +93,7 @@ REASONS = (
     "incomplete",
     "post_body_not_logged",
     "bad_encoding",
+    "control_character",
     "missing_key",
     "unknown_key",
     "missing_person",
@@ -73,9 +103,11 @@ REASONS = (
     "name_too_long",
     "alias_too_long",
     "bad_timestamp",
+    "too_many_properties",
     "missing_property_name",
     "value_too_long",
     "blocked_identity",
+    "rejected_by_store",
 )
 
 #: Junk identities an alias must never touch (SPEC §8), compared after :func:`_junk_form`.
@@ -113,6 +145,9 @@ _ZEROS = r"^[0-]*$"
 _DEFAULT_PATTERNS = (_ZEROS,)
 _QUOTES = "\"'`"
 _NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+#: C0 and C1 control characters (NUL included), refused in tenants, identities and names.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_OUT_OF_RANGE = -(2**63)  # what _as_int returns for a number outside [MIN_TIME, MAX_TIME]
 _RESERVED = {"e": ("_k", "_p", "_n", "_t", "_d"), "s": ("_k", "_p", "_t", "_d")}
 
 
@@ -270,15 +305,127 @@ def _now() -> int:
     return int(time.time())
 
 
-def _as_int(value: str) -> int | None:
-    if value.isdigit() and value.isascii():
-        return int(value)
-    if not _NUMBER.fullmatch(value):
+def _check_received(received: int) -> None:
+    """Refuse a receive time the caller got wrong (it is a clock, not tracking data)."""
+    if not MIN_TIME <= received <= MAX_TIME:
+        raise ConfigurationError(
+            f"received must be UTC seconds from {MIN_TIME} to {MAX_TIME}, not {received}"
+        )
+
+
+_TENANT_QUERY = re.compile(r"(?:^|[?&])_k=([^&#]*)")
+_TENANT_JSON = re.compile(r'"_k"\s*:\s*"((?:[^"\\]|\\.){1,1024}?)"')
+
+
+def tenant_hint(text: str) -> str | None:
+    """Return the ``_k`` a refused call plainly carries (query string or JSON), or None.
+
+    Used for calls quarantined before they could be parsed (``bad_encoding``,
+    ``malformed``), so that ``identity quarantine --tenant`` still finds them.
+
+    Examples
+    --------
+    >>> tenant_hint("/e?_k=K1&_p=%ff"), tenant_hint('{"_k": "K2", "_p": '), tenant_hint("x")
+    ('K1', 'K2', None)
+    """
+    match = _TENANT_QUERY.search(text)
+    if match is not None:
+        try:
+            found = unquote(match.group(1).replace("+", " "), errors="strict")
+        except UnicodeDecodeError:
+            return None
+    else:
+        match = _TENANT_JSON.search(text)
+        if match is None:
+            return None
+        try:
+            found = json.loads(f'"{match.group(1)}"')
+        except ValueError:
+            return None
+    if not found or len(found) > MAX_NAME_LENGTH or _CONTROL.search(found):
         return None
     try:
-        return int(Decimal(value))
-    except (InvalidOperation, ValueError, OverflowError):  # pragma: no cover - regex guards
+        found.encode("utf-8")
+    except UnicodeEncodeError:
         return None
+    return str(found)
+
+
+_BRACKETS = re.compile(r"[^\[\]{}]+")
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+_INNERMOST = re.compile(r"\{\}|\[\]")
+
+
+def read_json(text: str) -> tuple[Any, str | None]:
+    """Parse one JSON line at bounded cost: ``(value, None)``, or ``(None, reason)``.
+
+    The reason is ``too_large`` (more than :data:`MAX_CALL_LENGTH` characters) or
+    ``malformed`` (not JSON, or nested deeper than :data:`MAX_JSON_DEPTH`).
+
+    Examples
+    --------
+    >>> read_json('{"_p": "bob"}'), read_json("[" * 1000 + "]" * 1000), read_json("{")
+    (({'_p': 'bob'}, None), (None, 'malformed'), (None, 'malformed'))
+    """
+    if len(text) > MAX_CALL_LENGTH:
+        return None, "too_large"
+    if _too_deep(text):
+        return None, "malformed"
+    try:
+        return json.loads(text), None
+    except (ValueError, RecursionError):
+        return None, "malformed"
+
+
+def _too_deep(text: str) -> bool:
+    """Tell whether JSON `text` nests objects and arrays deeper than :data:`MAX_JSON_DEPTH`.
+
+    Linear passes over the text (no recursion): strings are removed, then innermost pairs
+    of brackets, once per level.
+    """
+    if text.count("{") + text.count("[") <= MAX_JSON_DEPTH:
+        return False
+    brackets = _BRACKETS.sub("", _JSON_STRING.sub("", text))
+    for _ in range(MAX_JSON_DEPTH):
+        brackets, removed = _INNERMOST.subn("", brackets)
+        if not brackets or not removed:
+            return False
+    return bool(brackets)
+
+
+def valid_time(t: int) -> bool:
+    """Tell whether `t` is a time identity accepts (:data:`MIN_TIME` to :data:`MAX_TIME`).
+
+    Examples
+    --------
+    >>> valid_time(1262304000), valid_time(-1), valid_time(10**30)
+    (True, False, False)
+    """
+    return MIN_TIME <= t <= MAX_TIME
+
+
+def _as_int(value: str) -> int | None:
+    """Parse a ``_t`` at bounded cost: its integer part, None when it is not a number.
+
+    A number outside :data:`MIN_TIME` .. :data:`MAX_TIME` gives ``_OUT_OF_RANGE``. The text
+    is at most :data:`MAX_NUMBER_LENGTH` characters, and an exponent is checked before any
+    integer is built from it (``1e100000000`` costs as little as ``1``).
+    """
+    if len(value) > MAX_NUMBER_LENGTH:
+        return None
+    if value.isdigit() and value.isascii():
+        number = int(value)
+    elif not _NUMBER.fullmatch(value):
+        return None
+    else:
+        try:
+            exact = Decimal(value)
+        except (InvalidOperation, ValueError):  # pragma: no cover - the regex guards
+            return None
+        if exact.adjusted() > 18:  # at least 10**19: far out of range, never built
+            return _OUT_OF_RANGE
+        number = 0 if exact.adjusted() < 0 else int(exact)
+    return number if MIN_TIME <= number <= MAX_TIME else _OUT_OF_RANGE
 
 
 def _reject(
@@ -306,6 +453,9 @@ def _reject(
     )
 
 
+_UNPARSED = frozenset({"malformed", "bad_encoding", "too_large", "incomplete"})
+
+
 def rejected(
     raw: str, reason: str, *, received: int, source: str = "", tenant: str | None = None
 ) -> Call:
@@ -316,6 +466,9 @@ def rejected(
     >>> rejected("/e?_p=%ff", "bad_encoding", received=1).ok
     False
     """
+    _check_received(received)
+    if tenant is None and reason in _UNPARSED:
+        tenant = tenant_hint(raw)
     values = {} if tenant is None else {"_k": tenant}
     return _reject("", (), values, received, raw, source, reason)
 
@@ -360,6 +513,8 @@ def from_params(
     """
     if received is None:
         received = _now()
+    else:
+        _check_received(received)
     params = tuple(params)
     if raw is None:
         raw = json.dumps({"_path": kind, **dict(params)}, ensure_ascii=False)
@@ -371,6 +526,8 @@ def from_params(
         return _reject(kind, params, values, received, raw, source, reason)
     stamp = values.get("_t")
     number = _as_int(stamp) if stamp is not None else None
+    if number == _OUT_OF_RANGE:
+        return _reject(kind, params, values, received, raw, source, "bad_timestamp")
     if values.get("_d") == "1":
         if number is None:
             return _reject(kind, params, values, received, raw, source, "bad_timestamp")
@@ -389,15 +546,19 @@ def from_params(
         name = normalise_name(values["_n"]) if kind == "e" else None
         reserved = _RESERVED[kind]
         props: dict[str, tuple[str, str, str]] = {}
+        count = 0
         for key, value in params:
             if key in reserved:
                 continue
+            count += 1
+            if count > MAX_PROPERTIES:
+                return _reject(kind, params, values, received, raw, source, "too_many_properties")
             if not key:
-                return _reject(
-                    kind, params, values, received, raw, source, "missing_property_name"
-                )
+                return _reject(kind, params, values, received, raw, source, "missing_property_name")
             if len(key) > MAX_NAME_LENGTH:
                 return _reject(kind, params, values, received, raw, source, "name_too_long")
+            if _CONTROL.search(key):
+                return _reject(kind, params, values, received, raw, source, "control_character")
             if len(value) > rules.max_value_length:
                 return _reject(kind, params, values, received, raw, source, "value_too_long")
             shown = normalise_name(key)
@@ -425,6 +586,8 @@ def _check_common(kind: str, values: Mapping[str, str], rules: Rules) -> str | N
     tenant = values.get("_k")
     if not tenant:
         return "missing_key"
+    if len(tenant) > MAX_NAME_LENGTH or _CONTROL.search(tenant):
+        return "unknown_key" if rules.allowed_keys is not None else "control_character"
     if rules.allowed_keys is not None and tenant not in rules.allowed_keys:
         return "unknown_key"
     person = values.get("_p")
@@ -443,6 +606,8 @@ def _check_common(kind: str, values: Mapping[str, str], rules: Rules) -> str | N
             return "missing_alias"
         if len(other) > MAX_NAME_LENGTH:
             return "alias_too_long"
+    if _CONTROL.search(person) or (kind != "s" and other and _CONTROL.search(other)):
+        return "control_character"
     return None
 
 
@@ -493,7 +658,7 @@ def _unquote(text: str) -> str:
 
 
 def _decode(
-    query: str, kind: str, received: int, raw: str, source: str
+    query: str, kind: str, received: int, raw: str, source: str, tenant: str | None = None
 ) -> list[tuple[str, str]] | Call:
     """Decode a query string like ``parse_qsl(keep_blank_values=True)``, strictly UTF-8."""
     try:
@@ -504,7 +669,15 @@ def _decode(
                 pairs.append((_unquote(key), _unquote(value)))
         return pairs
     except UnicodeDecodeError:
-        return _reject(kind, (), {}, received, raw, source, "bad_encoding")
+        return _unparsed(kind, received, raw, source, "bad_encoding", tenant)
+
+
+def _unparsed(
+    kind: str, received: int, raw: str, source: str, reason: str, tenant: str | None
+) -> Call:
+    """Return a call refused before its parameters could be read, with its tenant if seen."""
+    found = tenant_hint(raw) or tenant
+    return _reject(kind, (), {} if found is None else {"_k": found}, received, raw, source, reason)
 
 
 def parse_query(
@@ -534,6 +707,9 @@ def parse_query(
     if received is None:
         received = _now()
     raw = text
+    if len(text) > MAX_CALL_LENGTH:
+        raw = text[:4096] + f"... [{len(text)} characters]"
+        return _unparsed(kind or "", received, raw, source, "too_large", tenant)
     text = text.strip()
     if "#" in text:
         text = text.split("#", 1)[0]
@@ -542,7 +718,7 @@ def parse_query(
         path, query = "", path
     if kind is None:
         kind = _kind_of_path(path)
-    decoded = _decode(query, kind, received, raw, source)
+    decoded = _decode(query, kind, received, raw, source, tenant)
     if isinstance(decoded, Call):
         return decoded
     if tenant is not None:
@@ -572,12 +748,16 @@ def parse_form(
     """
     if received is None:
         received = _now()
+    if len(body) + len(query) > MAX_CALL_LENGTH:
+        raw = f"/{kind}?{query[:4096]}... [{len(body) + len(query)} characters]"
+        return _unparsed(kind, received, raw, source, "too_large", None)
     if isinstance(body, bytes):
         try:
             text = body.decode("utf-8")
         except UnicodeDecodeError:
-            raw = body.decode("utf-8", "backslashreplace")
-            return _reject(kind, (), {}, received, raw, source, "bad_encoding")
+            raw = f"/{kind}?{query}{'&' if query else ''}"
+            raw += body.decode("utf-8", "backslashreplace")
+            return _unparsed(kind, received, raw, source, "bad_encoding", None)
     else:
         text = body
     raw = f"/{kind}?{query}" if not text else f"/{kind}?{query}{'&' if query else ''}{text}"
@@ -608,6 +788,15 @@ def _encodable(raw: str, params: list[tuple[str, str]]) -> bool:
     return True
 
 
+_PREVIEW_REPR = reprlib.Repr()
+_PREVIEW_REPR.maxlevel, _PREVIEW_REPR.maxdict, _PREVIEW_REPR.maxstring = 3, 1000, 1000
+
+
+def _str_or_none(mapping: Mapping[str, Any]) -> str | None:
+    tenant = mapping.get("_k")
+    return tenant if isinstance(tenant, str) else None
+
+
 def from_mapping(
     mapping: Mapping[str, Any],
     *,
@@ -629,8 +818,17 @@ def from_mapping(
     """
     if received is None:
         received = _now()
-    raw = json.dumps(dict(mapping), ensure_ascii=False, default=str, sort_keys=True)
-    params = [(str(k), _text(v)) for k, v in mapping.items() if k != "_path"]
+    try:
+        raw = json.dumps(dict(mapping), ensure_ascii=False, default=str, sort_keys=True)
+        params = [(str(k), _text(v)) for k, v in mapping.items() if k != "_path"]
+    except (RecursionError, ValueError, TypeError):  # too deep, circular, unsortable keys
+        raw = _PREVIEW_REPR.repr(dict(mapping))
+        return _unparsed(kind or "", received, raw, source, "malformed", _str_or_none(mapping))
+    if len(raw) > MAX_CALL_LENGTH:
+        raw = raw[:4096] + f"... [{len(raw)} characters]"
+        return _unparsed(kind or "", received, raw, source, "too_large", _str_or_none(mapping))
+    if _too_deep(raw):
+        return _unparsed(kind or "", received, raw, source, "malformed", _str_or_none(mapping))
     if not _encodable(raw, params):
         raw = raw.encode("utf-8", "backslashreplace").decode("utf-8")
         tenant = mapping.get("_k")
@@ -684,17 +882,23 @@ def parse_km_line(
     if received is None:
         received = _now()
     raw = line.rstrip("\r\n")
+    if len(raw) > MAX_CALL_LENGTH:
+        raw = raw[:4096] + f"... [{len(raw)} characters]"
+        return _unparsed("", received, raw, source, "too_large", tenant)
     try:
-        data = json.loads(_decode_octal(raw))
+        data, problem = read_json(_decode_octal(raw))
     except UnicodeDecodeError:
-        return _reject("", (), {}, received, raw, source, "bad_encoding")
-    except ValueError:
-        return _reject("", (), {}, received, raw, source, "malformed")
+        return _unparsed("", received, raw, source, "bad_encoding", tenant)
+    if problem is not None:
+        return _unparsed("", received, raw, source, problem, tenant)
     if not isinstance(data, dict):
-        return _reject("", (), {}, received, raw, source, "malformed")
+        return _unparsed("", received, raw, source, "malformed", tenant)
     params = [(str(k), _text(v)) for k, v in data.items() if v is not None]
     if not _encodable(raw, params):
         raw = raw.encode("utf-8", "backslashreplace").decode("utf-8")
+        own = data.get("_k")
+        if isinstance(own, str) and _encodable(own, []):
+            tenant = own
         known = {"_k": tenant} if tenant is not None else {}
         return _reject("", (), known, received, raw, source, "bad_encoding")
     keys = {k for k, _ in params}

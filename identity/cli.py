@@ -22,6 +22,7 @@ from tabulate import tabulate  # type: ignore[import-untyped]
 
 from . import export as exporting
 from . import sources
+from .calls import MAX_TIME, MIN_TIME
 from .engine import Engine
 from .errors import IdentityError
 from .records import Person
@@ -106,7 +107,7 @@ def _progress(job: Ingest, quiet: bool) -> Iterator[Callable[[Ingest], None] | N
 )
 @click.option(
     "--received",
-    type=int,
+    type=click.IntRange(MIN_TIME, MAX_TIME),
     default=None,
     help="Receive time (UTC s) of calls without one [default: the file's mtime; now for -].",
 )

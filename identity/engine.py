@@ -16,6 +16,7 @@ Examples
 from __future__ import annotations
 
 import json
+import logging
 import os
 from array import array
 from collections import defaultdict
@@ -24,9 +25,20 @@ from itertools import islice
 from typing import Any
 
 from .batch import IdentityCache, apply_batch
-from .calls import DEFAULT_RULES, Call, Rules, from_mapping, from_params, parse_query, validate
+from .calls import (
+    DEFAULT_RULES,
+    MAX_TIME,
+    MIN_TIME,
+    Call,
+    Rules,
+    from_mapping,
+    from_params,
+    parse_query,
+    rejected,
+    validate,
+)
 from .core import UnionFind
-from .errors import ConfigurationError, InconsistentStoreError, UnknownIdentityError
+from .errors import ConfigurationError, InconsistentStoreError, StoreError, UnknownIdentityError
 from .records import Event, Outcome, Person, PropertyRecord, Quarantined, Summary
 from .store import Store
 
@@ -37,6 +49,8 @@ __all__ = ["DEDUPE_MODES", "Engine"]
 DEDUPE_MODES = ("exact", "loose")
 
 CallLike = Call | Mapping[str, Any] | str
+
+_log = logging.getLogger("identity.engine")
 
 
 def _props(values: Mapping[str, Any] | None) -> list[tuple[str, str]]:
@@ -206,9 +220,7 @@ class Engine:
         if summary.quarantined:
             return Outcome("quarantined", next(iter(summary.quarantined)))
         duplicate = (
-            summary.duplicate_events
-            + summary.duplicate_properties
-            + summary.duplicate_aliases
+            summary.duplicate_events + summary.duplicate_properties + summary.duplicate_aliases
         )
         changed = summary.new_identities or summary.merges or not duplicate
         return Outcome("applied" if changed else "duplicate")
@@ -269,7 +281,32 @@ class Engine:
         `after`, when given, is called with the store inside the transaction once the batch
         is written: what it writes (e.g. how far an input file was read) commits or rolls
         back with the batch.
+
+        One bad call never costs the others: when the batch fails on something other than
+        the database itself, it is applied again call by call in one transaction, and a call
+        that still fails is quarantined as ``rejected_by_store`` while the rest commits.
+
+        Raises
+        ------
+        StoreError
+            The database could not do its work (locked, read-only, full, damaged): nothing
+            of the batch was committed.
+
+        Examples
+        --------
+        >>> engine = Engine()
+        >>> calls = [parse_query(q, received=1) for q in ("/a?_k=K&_p=a&_n=b", "/s?_k=K&_p=c")]
+        >>> engine.apply_batch(calls).accepted
+        2
         """
+        try:
+            return self._apply_batch(batch, after)
+        except StoreError:
+            raise
+        except Exception:  # a value that validation let through and the store refused
+            return self._apply_one_by_one(batch, after)
+
+    def _apply_batch(self, batch: list[Call], after: Callable[[Store], None] | None) -> Summary:
         store = self.store
         with store.transaction():
             generation, *state = store.batch_state()
@@ -290,6 +327,59 @@ class Engine:
         self._cache.update(ids, times)
         return summary
 
+    def _apply_one_by_one(
+        self, batch: list[Call], after: Callable[[Store], None] | None
+    ) -> Summary:
+        """Apply `batch` call by call in one transaction, quarantining the calls that fail."""
+        store, cache = self.store, self._cache
+        total = Summary()
+        cache.clear()  # the identities each call creates are added as it commits
+        cache.generation = -1
+        try:
+            with store.transaction():
+                generation = store.batch_state()[0]
+                for call in batch:
+                    summary = self._apply_in_savepoint(call)
+                    if summary is None:
+                        refused = rejected(
+                            call.raw,
+                            "rejected_by_store",
+                            received=min(max(call.received, MIN_TIME), MAX_TIME),
+                            source=call.source,
+                            tenant=call.tenant,
+                        )
+                        summary = self._apply_in_savepoint(refused)
+                        if summary is None:  # pragma: no cover - a quarantine row always fits
+                            raise RuntimeError(f"cannot quarantine {call.raw[:200]!r}")
+                    total.add(summary)
+                if after is not None:
+                    after(store)
+                store.set_meta("generation", str(generation + 1))
+        finally:
+            cache.clear()
+        total.batches = 1
+        return total
+
+    def _apply_in_savepoint(self, call: Call) -> Summary | None:
+        """Apply one call in a savepoint; None when it failed (its writes undone)."""
+        store = self.store
+        try:
+            with store.savepoint():
+                _, *state = store.batch_state()
+                summary, _, _ = apply_batch(
+                    store,
+                    [call],
+                    IdentityCache(),
+                    loose=self.dedupe == "loose",
+                    state=(state[0], state[1], state[2], state[3]),
+                )
+        except StoreError:
+            raise
+        except Exception as exc:
+            _log.warning("identity: the store refused %r: %r", call.raw[:200], exc)
+            return None
+        return summary
+
     # -- queries: people --------------------------------------------------------------
 
     def _row(self, tenant: str, identity: str) -> tuple[int, int, str]:
@@ -302,6 +392,7 @@ class Engine:
         self, tenant: str, identity: str, as_of: int | None
     ) -> tuple[str, list[tuple[int, str, int, int | None]]]:
         row_id, person, display = self._row(tenant, identity)
+        as_of = _bounded(as_of)
         if as_of is None:
             return display, self.store.members(person)
         ids, frontier = {row_id}, [row_id]
@@ -341,6 +432,7 @@ class Engine:
         >>> engine.person("K", "b", as_of=15).events
         0
         """  # noqa: E501
+        as_of = _bounded(as_of)
         display, members = self._members(tenant, identity, as_of)
         ids = [m[0] for m in members]
         records = self.store.property_records(ids)
@@ -404,6 +496,7 @@ class Engine:
         >>> [(p.id, p.identities) for p in engine.people("K")]
         [('a', ('a', 'b')), ('c', ('c',))]
         """
+        as_of = _bounded(as_of)
         if as_of is not None:
             yield from self._people_as_of(tenant, as_of)
             return
@@ -462,6 +555,7 @@ class Engine:
     # -- queries: properties and events -----------------------------------------------
 
     def _records(self, tenant: str, identity: str, as_of: int | None) -> list[PropertyRecord]:
+        as_of = _bounded(as_of)
         _, members = self._members(tenant, identity, as_of)
         names = {m[0]: m[1] for m in members}
         out = [
@@ -491,9 +585,7 @@ class Engine:
         key = name.replace(",", " ").replace(":", " ").casefold()
         return [r for r in records if r.name.casefold() == key]
 
-    def properties(
-        self, tenant: str, identity: str, *, as_of: int | None = None
-    ) -> dict[str, str]:
+    def properties(self, tenant: str, identity: str, *, as_of: int | None = None) -> dict[str, str]:
         """Return the person's current value of each property.
 
         The current value of a name is the record with the greatest ``(t, value)`` over all
@@ -532,6 +624,7 @@ class Engine:
         >>> engine.events("K", "bob")
         [Event(identity='bob', name='Paid', t=7, properties=(('amount', '5'),), sent=3)]
         """
+        as_of = _bounded(as_of)
         _, members = self._members(tenant, identity, as_of)
         names = {m[0]: m[1] for m in members}
         out = [
@@ -626,6 +719,19 @@ class Engine:
         if problems:
             raise InconsistentStoreError(self.path, problems)
         return {"identities": identities, "links": links, "people": len(root_of_person)}
+
+
+def _bounded(as_of: int | None) -> int | None:
+    """Clamp an ``as_of`` time to SQLite's integers: the answer is the same, never an overflow.
+
+    Examples
+    --------
+    >>> _bounded(10**30) == 2**63 - 1, _bounded(None), _bounded(5)
+    (True, None, 5)
+    """
+    if as_of is None:
+        return None
+    return max(min(int(as_of), 2**63 - 1), -(2**63))
 
 
 def _grouped(

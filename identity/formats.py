@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import csv
 import datetime
-import json
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -36,7 +35,10 @@ from .calls import (
     from_params,
     parse_km_line,
     parse_query,
+    read_json,
     rejected,
+    tenant_hint,
+    valid_time,
 )
 
 __all__ = [
@@ -49,6 +51,7 @@ __all__ = [
     "Parse",
     "csv_header",
     "parser",
+    "refuse",
     "shown",
     "sniff",
 ]
@@ -67,6 +70,7 @@ DEDUPE_TIME_KEY = "_td"
 BOM = b"\xef\xbb\xbf"
 
 _TRACKING = (b"e", b"s", b"a")
+_JSON_STARTS = frozenset(b'{["-0123456789tfn')
 _INTEGER = re.compile(r"-?\d+").fullmatch
 
 #: A parser turns one line (without its line break) into calls; None skips the line.
@@ -113,15 +117,16 @@ def sniff(lines: Sequence[bytes]) -> str:
         data = line.removeprefix(BOM).strip()
         if not data:
             continue
-        if data.startswith(b"{"):
-            json_like = True
+        if data[0] in _JSON_STARTS:
             try:
-                value = json.loads(data)
-            except ValueError:
-                continue
+                value, _ = read_json(data.decode("utf-8"))
+            except UnicodeDecodeError:
+                value = None
             if isinstance(value, dict):
                 return "jsonl" if "_path" in value else "km"
-            continue
+            if data[:1] in b"{[" or value is not None:
+                json_like = True  # an array, a string, a number: JSON, but not a call
+                continue
         if _LOG_LINE.match(data):
             return "access"
         try:
@@ -306,8 +311,20 @@ class Context:
     rules: Rules = DEFAULT_RULES
 
 
+def refuse(text: str, reason: str, *, received: int, source: str, tenant: str | None) -> Call:
+    """Return a line refused whole: its own ``_k`` when it plainly carries one, else `tenant`.
+
+    Examples
+    --------
+    >>> refuse('{"_k": "K1", "_p": ', "malformed", received=1, source="", tenant="K").tenant
+    'K1'
+    """
+    own = tenant_hint(text)
+    return rejected(text, reason, received=received, source=source, tenant=own or tenant)
+
+
 def _undecodable(data: bytes, source: str, ctx: Context) -> Call:
-    return rejected(
+    return refuse(
         shown(data), "bad_encoding", received=ctx.received, source=source, tenant=ctx.tenant
     )
 
@@ -352,12 +369,10 @@ def _jsonl_parser(ctx: Context) -> Parse:
             text = data.decode("utf-8")
         except UnicodeDecodeError:
             return _undecodable(data, source, ctx)
-        try:
-            value = json.loads(text)
-        except ValueError:
-            value = None
+        value, problem = read_json(text)
         if not isinstance(value, dict):
-            return rejected(text, "malformed", received=received, source=source, tenant=tenant)
+            reason = problem or "malformed"
+            return refuse(text, reason, received=received, source=source, tenant=tenant)
         if tenant is not None and "_k" not in value:
             value = {"_k": tenant, **value}
         call = from_mapping(value, received=received, source=source, rules=rules)
@@ -373,10 +388,8 @@ def _access_parser(ctx: Context) -> Parse:
     def parse(data: bytes, source: str) -> Call | None:
         match = match_line(data)
         when = None if match is None else _log_time(match.group("time"))
-        if match is None or when is None:
-            return rejected(
-                shown(data), "malformed", received=received, source=source, tenant=tenant
-            )
+        if match is None or when is None or not valid_time(when):
+            return refuse(shown(data), "malformed", received=received, source=source, tenant=tenant)
         request = match.group("request")
         if b"\\" in request:
             request = _unescape(request)
@@ -389,11 +402,9 @@ def _access_parser(ctx: Context) -> Parse:
         try:
             text = target.decode("utf-8")
         except UnicodeDecodeError:
-            return rejected(
-                shown(data), "bad_encoding", received=when, source=source, tenant=tenant
-            )
+            return refuse(shown(data), "bad_encoding", received=when, source=source, tenant=tenant)
         if method == b"POST" and b"?" not in target:
-            return rejected(shown(data), NOT_LOGGED, received=when, source=source, tenant=tenant)
+            return refuse(shown(data), NOT_LOGGED, received=when, source=source, tenant=tenant)
         call = parse_query(text, received=when, source=source, rules=rules, tenant=tenant)
         return call if call.reason is None else replace(call, raw=shown(data))
 
@@ -411,7 +422,7 @@ def _csv_parser(ctx: Context, layout: Layout) -> Parse:
             return _undecodable(data, source, ctx)
         cells = _split_csv(text)
         if cells is None or len(cells) > layout.width:
-            return rejected(text, "malformed", received=received, source=source, tenant=tenant)
+            return refuse(text, "malformed", received=received, source=source, tenant=tenant)
         cells += [""] * (layout.width - len(cells))
         person = [*key, ("_p", cells[layout.identity])]
         stamp = "" if layout.timestamp is None else cells[layout.timestamp].strip()
@@ -464,7 +475,7 @@ def parser(fmt: str, ctx: Context, layout: Layout | None = None) -> Parse:
 
 def _malformed_parser(ctx: Context) -> Parse:
     def parse(data: bytes, source: str) -> Call:
-        return rejected(
+        return refuse(
             shown(data), "malformed", received=ctx.received, source=source, tenant=ctx.tenant
         )
 

@@ -56,7 +56,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import IO
 
-from .calls import DEFAULT_RULES, Call, Rules, rejected
+from .calls import DEFAULT_RULES, Call, Rules
 from .errors import ConfigurationError, InputError
 from .formats import (
     BOM,
@@ -67,6 +67,7 @@ from .formats import (
     Layout,
     csv_header,
     parser,
+    refuse,
     shown,
     sniff,
 )
@@ -482,7 +483,7 @@ class Reader:
                 continue
             source = f"{name}:{number}"
             if overlong:
-                result: Call | tuple[Call, ...] | None = rejected(
+                result: Call | tuple[Call, ...] | None = refuse(
                     shown(data) + "...", "malformed", received=ctx.received, source=source,
                     tenant=ctx.tenant,
                 )  # fmt: skip

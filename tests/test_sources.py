@@ -287,9 +287,9 @@ def test_jsonl_of_call_mappings() -> None:
         ("e", "K", None),
         ("a", "T", None),
         ("x", "K", "unknown_call"),
+        ("", "K", "malformed"),  # a broken line keeps the key it plainly carries
         ("", "T", "malformed"),
-        ("", "T", "malformed"),
-        ("", "T", "bad_encoding"),
+        ("", "K", "bad_encoding"),
         ("", "K", "bad_encoding"),  # the line's own key, even when a text cannot be stored
     ]
     assert calls[0].properties == (("amount", "amount", "5"), ("vip", "vip", "true"))
