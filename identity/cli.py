@@ -294,8 +294,6 @@ def export_(
                     os.remove(partial)
     if not quiet:
         click.echo(f"{tenant}: {summary.line()}", err=True)
-    if summary.skipped and quiet:
-        click.echo(f"identity: warning: {summary.skipped} calls skipped", err=True)
 
 
 def _shorten(text: str, width: int = 80) -> str:

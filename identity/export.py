@@ -52,7 +52,7 @@ from dataclasses import dataclass
 from urllib.parse import quote_plus
 
 from .errors import ConfigurationError
-from .formats import DEDUPE_TIME_KEY
+from .formats import DEDUPE_TIME_KEY, ESCAPE, ESCAPED
 from .store import Store
 
 __all__ = ["FORMATS", "ExportSummary", "Exported", "exported_calls", "km_line", "lines", "url_line"]
@@ -60,8 +60,11 @@ __all__ = ["FORMATS", "ExportSummary", "Exported", "exported_calls", "km_line", 
 #: What :func:`lines` writes: Kissmetrics export JSON lines, or beacon URLs.
 FORMATS = ("km", "url")
 
-#: Property names a Kissmetrics line cannot carry as properties (they mean something else).
-_KM_UNSAFE = frozenset({"_k", "_p", "_p2", "_n", "_t", "_d", DEDUPE_TIME_KEY})
+#: Property names a line cannot carry as they are (they mean something else there): they
+#: are written with the :data:`~identity.formats.ESCAPE` prefix, which identity reads back.
+_KM_UNSAFE = ESCAPED
+#: In a URL, ``_p2``, ``_n`` (of ``/s``) and ``_path`` are plain properties.
+_URL_UNSAFE = frozenset({DEDUPE_TIME_KEY})
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,8 +103,6 @@ class ExportSummary:
     events: int = 0
     property_sets: int = 0
     aliases: int = 0
-    #: Calls the format cannot carry (a property named like a reserved key).
-    skipped: int = 0
 
     def line(self) -> str:
         """Return a one-line summary.
@@ -115,8 +116,6 @@ class ExportSummary:
             f"{self.lines} lines: {self.events} events, {self.property_sets} property sets, "
             f"{self.aliases} aliases"
         )
-        if self.skipped:
-            text += f"; {self.skipped} calls skipped (a property name the format cannot carry)"
         return text
 
 
@@ -177,8 +176,12 @@ def _identity_calls(
             yield Exported("a", identity, other, t, t)
 
 
-def km_line(call: Exported, tenant: str | None = None) -> str | None:
-    """Return `call` as a Kissmetrics JSON line (None when it cannot be one).
+def km_line(call: Exported, tenant: str | None = None) -> str:
+    """Return `call` as a Kissmetrics JSON line.
+
+    A property whose name means something else on a line (``_p2``, ``_n``, ``_td``,
+    ``_path``) is written under :data:`~identity.formats.ESCAPE` (``"_prop:_p2"``), which
+    identity's readers turn back into its name: every call can be exported.
 
     Parameters
     ----------
@@ -191,8 +194,8 @@ def km_line(call: Exported, tenant: str | None = None) -> str | None:
     --------
     >>> km_line(Exported("e", "bob", "Paid", 7, 7, (("amount", "5"),)))
     '{"_p": "bob", "_n": "Paid", "_t": 7, "amount": "5"}'
-    >>> km_line(Exported("s", "bob", None, 7, 7, (("_n", "x"),))) is None
-    True
+    >>> km_line(Exported("s", "bob", None, 7, 7, (("_p2", "x"),)))
+    '{"_p": "bob", "_t": 7, "_prop:_p2": "x"}'
     """
     out: dict[str, str | int] = {} if tenant is None else {"_k": tenant}
     out["_p"] = call.identity
@@ -204,9 +207,7 @@ def km_line(call: Exported, tenant: str | None = None) -> str | None:
     if call.td != call.t:
         out[DEDUPE_TIME_KEY] = call.td
     for name, value in call.properties:
-        if name in _KM_UNSAFE:
-            return None
-        out[name] = value
+        out[ESCAPE + name if name in _KM_UNSAFE else name] = value
     return json.dumps(out, ensure_ascii=False)
 
 
@@ -214,8 +215,8 @@ def _quote(text: str) -> str:
     return quote_plus(text, safe="")
 
 
-def url_line(call: Exported, tenant: str) -> str | None:
-    """Return `call` as a beacon URL path (None when it cannot be one).
+def url_line(call: Exported, tenant: str) -> str:
+    """Return `call` as a beacon URL path (a property named ``_td`` escaped, as in km).
 
     Examples
     --------
@@ -226,9 +227,7 @@ def url_line(call: Exported, tenant: str) -> str | None:
     if call.kind != "s":
         params.append(("_n", call.name or ""))
     for name, value in call.properties:
-        if name == DEDUPE_TIME_KEY:
-            return None
-        params.append((name, value))
+        params.append((ESCAPE + name if name in _URL_UNSAFE else name, value))
     params += [("_t", str(call.t)), ("_d", "1")]
     if call.td != call.t:
         params.append((DEDUPE_TIME_KEY, str(call.td)))
@@ -256,8 +255,7 @@ def lines(
     include_key : bool
         With ``km``, write ``_k`` on every line.
     summary : ExportSummary, optional
-        Counted into as lines are written; calls the format cannot carry are skipped and
-        counted there.
+        Counted into as lines are written.
     """
     if fmt not in FORMATS:
         raise ConfigurationError(f"unknown export format {fmt!r}; known: {', '.join(FORMATS)}")
@@ -265,9 +263,6 @@ def lines(
     key = tenant if include_key else None
     for call in exported_calls(store, tenant):
         line = km_line(call, key) if fmt == "km" else url_line(call, tenant)
-        if line is None:
-            counts.skipped += 1
-            continue
         counts.lines += 1
         if call.kind == "e":
             counts.events += 1

@@ -44,6 +44,8 @@ from .calls import (
 __all__ = [
     "BOM",
     "DEDUPE_TIME_KEY",
+    "ESCAPE",
+    "ESCAPED",
     "FORMATS",
     "NOT_LOGGED",
     "Context",
@@ -65,6 +67,15 @@ NOT_LOGGED = "post_body_not_logged"
 #: Extension key of ``km`` and ``url`` lines written by ``identity export``: the dedupe time
 #: ``td`` of a call whose ``_t`` was sent without ``_d=1`` (``_t`` is then the event time).
 DEDUPE_TIME_KEY = "_td"
+
+#: Prefix of a property name that a line written by ``identity export`` could not carry as
+#: it is (``_prop:_p2`` is the property ``_p2``); names never contain ``:`` (SPEC §5), so
+#: the prefix cannot be a real name.
+ESCAPE = "_prop:"
+
+#: Property names that are escaped with :data:`ESCAPE` where a format would misread them.
+#: (``_k``, ``_p``, ``_t`` and ``_d`` are never property names: every call takes them.)
+ESCAPED = frozenset({"_p2", "_n", "_path", DEDUPE_TIME_KEY})
 
 #: A UTF-8 byte order mark, as spreadsheet programs write at the start of CSV files.
 BOM = b"\xef\xbb\xbf"
@@ -272,24 +283,37 @@ def shown(data: bytes) -> str:
     return data.decode("utf-8", "backslashreplace")
 
 
-def _with_dedupe_time(call: Call, rules: Rules) -> Call:
-    """Apply the :data:`DEDUPE_TIME_KEY` extension to a call read from a line.
+def _with_extensions(call: Call, rules: Rules) -> Call:
+    """Apply the extensions ``identity export`` writes to a call read from a line.
 
-    ``_t`` is then the event time and ``_td`` the dedupe time: the call was sent with
-    ``_t=td`` but without ``_d=1``, and received at ``_t``.
+    :data:`DEDUPE_TIME_KEY`: ``_t`` is then the event time and ``_td`` the dedupe time (the
+    call was sent with ``_t=td`` but without ``_d=1``, and received at ``_t``).
+    :data:`ESCAPE`: ``_prop:_p2`` is a property named ``_p2``, which the line could not
+    carry under its own name (SPEC §1 gives it another meaning).
     """
-    if call.kind not in ("e", "s"):
+    if call.kind not in ("e", "s") or call.reason is not None:
         return call
-    values = dict(call.params)
+    params = list(call.params)
+    received = call.received
+    values = dict(params)
     t, td = values.get("_t"), values.get(DEDUPE_TIME_KEY)
-    if t is None or td is None or not _INTEGER(t) or not _INTEGER(td):
+    if t is not None and td is not None and _INTEGER(t) and _INTEGER(td):
+        params = [
+            (k, td if k == "_t" else v) for k, v in params if k not in (DEDUPE_TIME_KEY, "_d")
+        ]
+        received = int(t)
+    elif not any(k.startswith(ESCAPE) for k, _ in params):
         return call
-    params = [
-        (k, td if k == "_t" else v) for k, v in call.params if k not in (DEDUPE_TIME_KEY, "_d")
-    ]
+    params = [(_unescaped(k), v) for k, v in params]
     return from_params(
-        call.kind, params, received=int(t), raw=call.raw, source=call.source, rules=rules
+        call.kind, params, received=received, raw=call.raw, source=call.source, rules=rules
     )
+
+
+def _unescaped(key: str) -> str:
+    if key.startswith(ESCAPE) and key[len(ESCAPE) :] in ESCAPED:
+        return key[len(ESCAPE) :]
+    return key
 
 
 @dataclass(frozen=True, slots=True)
@@ -338,8 +362,8 @@ def _url_parser(ctx: Context) -> Parse:
         except UnicodeDecodeError:
             return _undecodable(data, source, ctx)
         call = parse_query(text, received=received, source=source, rules=rules, tenant=tenant)
-        if "_td=" in text and call.reason is None:
-            call = _with_dedupe_time(call, rules)
+        if ("_td=" in text or "_prop%3A" in text) and call.reason is None:
+            call = _with_extensions(call, rules)
         return call
 
     return parse
@@ -354,8 +378,8 @@ def _km_parser(ctx: Context) -> Parse:
         except UnicodeDecodeError:
             return _undecodable(data, source, ctx)
         call = parse_km_line(text, tenant=tenant, received=received, source=source, rules=rules)
-        if '"_td"' in text and call.reason is None:
-            call = _with_dedupe_time(call, rules)
+        if ('"_td"' in text or '"_prop:' in text) and call.reason is None:
+            call = _with_extensions(call, rules)
         return call
 
     return parse
