@@ -79,11 +79,13 @@ class Writer:
     -----
     Requests call :meth:`commit`, which blocks until the call's batch is committed; the
     writer commits a batch with one :meth:`Engine.apply_batch
-    <identity.engine.Engine.apply_batch>` (one transaction, one fsync). When a batch fails, a
-    batch of more than one call is retried call by call (so one call that breaks the engine
-    cannot fail the others), unless the failure is the database's (locked, full, I/O): then
-    every call of the batch is reported failed. :meth:`close` stops accepting calls, commits
-    those received, and joins the thread.
+    <identity.engine.Engine.apply_batch>` (one transaction, one fsync). The engine never fails
+    a batch for one bad call (it quarantines that call as ``rejected_by_store`` and commits the
+    rest), so when :meth:`~identity.engine.Engine.apply_batch` raises, the database could not
+    do its work (a :class:`~identity.errors.StoreError`: locked, read-only, full, damaged):
+    every call of the batch is reported failed (the beacon answers ``503`` so that clients
+    retry), the transaction is rolled back, and the writer goes on with the next batch.
+    :meth:`close` stops accepting calls, commits those received, and joins the thread.
 
     Examples
     --------
@@ -246,8 +248,8 @@ class Writer:
         try:
             self.engine.apply_batch(calls)
         except BaseException:
-            # Store.transaction does not roll back when COMMIT itself fails: do it here, so
-            # that the next batch can begin.
+            # Whatever failed, leave no transaction open (Store.transaction does not roll back
+            # when COMMIT itself fails), so that the next batch can begin.
             conn = self.engine.store.conn
             if conn.in_transaction:
                 try:
@@ -258,22 +260,20 @@ class Writer:
 
     def _commit(self, batch: _Batch) -> None:
         calls = batch.calls
-        failed: set[int] = set()
+        failed: frozenset[int] = frozenset()
         try:
             self._apply(calls)
-        except Exception as exc:
-            _log.exception("identity beacon: commit of %d calls failed", len(calls))
-            if len(calls) == 1 or isinstance(exc, sqlite3.OperationalError):
-                failed.update(range(len(calls)))
-            else:
-                for index, call in enumerate(calls):
-                    try:
-                        self._apply([call])
-                    except Exception as single:
-                        _log.error("identity beacon: not committed: %r: %r", call.raw[:200], single)
-                        failed.add(index)
+        except Exception:
+            # The engine already quarantines a call it cannot store: a failure here is the
+            # database's, and no call of the batch may be acknowledged.
+            _log.exception(
+                "identity beacon: commit of %d calls failed; they are answered 503", len(calls)
+            )
+            failed = frozenset(range(len(calls)))
         with self._cond:
-            self._counts["calls"] += len(calls) - len(failed)
-            self._counts["batches"] += 1
-            self._counts["failed"] += len(failed)
-        batch.finish(frozenset(failed))
+            if failed:
+                self._counts["failed"] += len(failed)
+            else:
+                self._counts["calls"] += len(calls)
+                self._counts["batches"] += 1
+        batch.finish(failed)

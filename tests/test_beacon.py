@@ -8,7 +8,6 @@ import os
 import re
 import signal
 import socket
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -23,10 +22,11 @@ from wsgiref.validate import validator
 import pytest
 
 from identity import Engine
+from identity import engine as engine_module
 from identity.beacon import GIF, Beacon, Writer, app_from_env, make_app, rules_for_keys
 from identity.calls import parse_query
 from identity.cli import main
-from identity.errors import ConfigurationError
+from identity.errors import ConfigurationError, DatabaseLockedError, DiskFullError
 
 ROOT = Path(__file__).resolve().parent.parent
 NOW = 1_700_000_000
@@ -368,7 +368,7 @@ def test_failed_commit_answers_503_then_recovers(
     app: Beacon, engine: Engine, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     def full(batch: list[Any]) -> None:
-        raise sqlite3.OperationalError("database or disk is full")
+        raise DiskFullError(str(engine.path), "database or disk is full")
 
     monkeypatch.setattr(engine, "apply_batch", full)
     with caplog.at_level(logging.ERROR, logger="identity.beacon"):
@@ -379,7 +379,7 @@ def test_failed_commit_answers_503_then_recovers(
     monkeypatch.undo()
     assert_gif(request(app, "/e", "_k=K&_p=bob&_n=Kept"))
     assert [e.name for e in engine.events("K", "bob")] == ["Kept"]
-    assert app.writer.stats()["failed"] == 1
+    assert app.writer.stats() == {"calls": 1, "batches": 1, "failed": 1}
 
 
 def wait_for(condition: Callable[[], bool], what: str) -> None:
@@ -389,18 +389,17 @@ def wait_for(condition: Callable[[], bool], what: str) -> None:
         time.sleep(0.001)
 
 
-def test_a_poison_call_does_not_fail_its_batch(
-    engine: Engine, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
+def gather_batch(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch, people: list[str]
+) -> tuple[Writer, dict[str, bool]]:
+    """Commit one call of each of `people` through a new writer, all in one batch."""
     entered, gate = threading.Event(), threading.Event()
     real = engine.apply_batch
 
-    def apply(batch: list[Any]) -> Any:
+    def apply(batch: list[Any], **kwargs: Any) -> Any:
         entered.set()
         gate.wait(10)
-        if any(call.identity == "poison" for call in batch):
-            raise ValueError("engine bug")
-        return real(batch)
+        return real(batch, **kwargs)
 
     monkeypatch.setattr(engine, "apply_batch", apply)
     writer = Writer(engine, max_wait=0)
@@ -412,18 +411,64 @@ def test_a_poison_call_does_not_fail_its_batch(
     threads = [threading.Thread(target=send, args=("first",))]
     threads[0].start()
     assert entered.wait(10)  # the writer is inside the first commit; the next calls gather
-    threads += [threading.Thread(target=send, args=(p,)) for p in ("a", "poison", "b")]
+    threads += [threading.Thread(target=send, args=(p,)) for p in people]
     for thread in threads[1:]:
         thread.start()
-    wait_for(lambda: len(writer._open.calls) == 3, "three calls in the open batch")
-    with caplog.at_level(logging.ERROR, logger="identity.beacon"):
-        gate.set()
-        for thread in threads:
-            thread.join(10)
+    wait_for(lambda: len(writer._open.calls) == len(people), "the calls in the open batch")
+    gate.set()
+    for thread in threads:
+        thread.join(10)
     writer.close()
-    assert results == {"first": True, "a": True, "poison": False, "b": True}
-    assert writer.stats() == {"calls": 3, "batches": 2, "failed": 1}
+    monkeypatch.setattr(engine, "apply_batch", real)
+    return writer, results
+
+
+def test_a_poison_call_is_quarantined_and_its_batch_commits(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = engine_module.apply_batch
+
+    def refuse_poison(store: Any, batch: list[Any], *args: Any, **kwargs: Any) -> Any:
+        if any(call.identity == "poison" for call in batch):
+            raise ValueError("a value the store refuses")
+        return real(store, batch, *args, **kwargs)
+
+    monkeypatch.setattr(engine_module, "apply_batch", refuse_poison)
+    writer, results = gather_batch(engine, monkeypatch, ["a", "poison", "b"])
+    assert results == {"first": True, "a": True, "poison": True, "b": True}
+    assert writer.stats() == {"calls": 4, "batches": 2, "failed": 0}
     assert sorted(p.id for p in engine.people("K")) == ["a", "b", "first"]
+    [item] = engine.quarantine()
+    assert (item.reason, item.tenant) == ("rejected_by_store", "K")
+    assert "_p=poison" in item.raw
+
+
+def test_a_store_failure_fails_the_whole_batch_once_and_the_writer_goes_on(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    attempts: list[int] = []
+    real = engine.apply_batch
+
+    def locked(batch: list[Any], **kwargs: Any) -> Any:
+        attempts.append(len(batch))
+        if len(batch) > 1:
+            engine.store.conn.execute("BEGIN")  # left open: the writer must roll it back
+            raise DatabaseLockedError(str(engine.path), "database is locked")
+        return real(batch, **kwargs)
+
+    monkeypatch.setattr(engine, "apply_batch", locked)
+    with caplog.at_level(logging.ERROR, logger="identity.beacon"):
+        writer, results = gather_batch(engine, monkeypatch, ["a", "b", "c"])
+    monkeypatch.undo()
+    assert results == {"first": True, "a": False, "b": False, "c": False}
+    assert attempts == [1, 3]  # no call-by-call retry in the writer: the engine does that
+    assert writer.stats() == {"calls": 1, "batches": 1, "failed": 3}
+    assert "database is locked" in caplog.text
+    assert not engine.store.conn.in_transaction
+    assert sorted(p.id for p in engine.people("K")) == ["first"]
+    assert list(engine.quarantine()) == []
+    with Writer(engine) as again:  # the next batch can begin
+        assert again.commit(parse_query("/e?_k=K&_p=a&_n=x", received=1))
 
 
 # --- group commit ------------------------------------------------------------------------
