@@ -113,8 +113,9 @@ def _progress(job: Ingest, quiet: bool) -> Iterator[Callable[[Ingest], None] | N
 )
 @click.option("--batch-size", type=click.IntRange(min=1), default=10_000, show_default=True)
 @click.option(
-    "--force", is_flag=True, help="Read files again that were already ingested (duplicates "
-    "collapse)."
+    "--force",
+    is_flag=True,
+    help="Read files again that were already ingested (duplicates collapse).",
 )
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors.")
 def ingest(
@@ -217,9 +218,7 @@ def people(db: str, tenant: str, as_of: int | None, as_json: bool) -> None:
 @click.option(
     "--raw", is_flag=True, help="Print the raw calls, one a line, to repair and ingest again."
 )
-def quarantine(
-    db: str, tenant: str | None, reason: str | None, as_json: bool, raw: bool
-) -> None:
+def quarantine(db: str, tenant: str | None, reason: str | None, as_json: bool, raw: bool) -> None:
     """List quarantined calls with their reasons."""
     with _open(db) as engine:
         items = engine.quarantine(tenant, reason=reason)
@@ -264,9 +263,7 @@ def _one_line(raw: str) -> str:
 )
 @click.option("--include-key", is_flag=True, help="With km, write the tenant as `_k` on each line.")
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors.")
-def export_(
-    db: str, tenant: str, fmt: str, output: str, include_key: bool, quiet: bool
-) -> None:
+def export_(db: str, tenant: str, fmt: str, output: str, include_key: bool, quiet: bool) -> None:
     """Write a tenant's accepted calls back as Kissmetrics JSON lines or URLs.
 
     Ingesting the export (with --tenant for km lines) into a fresh database rebuilds the
@@ -307,8 +304,7 @@ def check(db: str) -> None:
     with _open(db) as engine:
         result = engine.check()
     click.echo(
-        f"ok: {result['identities']} identities, {result['links']} links, "
-        f"{result['people']} people"
+        f"ok: {result['identities']} identities, {result['links']} links, {result['people']} people"
     )
 
 
@@ -320,7 +316,15 @@ def check(db: str) -> None:
     help="Keep the database here [default: a temporary file].",
 )
 def demo(db: str | None) -> None:
-    """Ingest the sample that ships with identity and print who is who."""
+    """Ingest the sample that ships with identity and print who is who.
+
+    With --db, the database is kept there; it must not exist yet (the demo never writes
+    its sample into a database of yours).
+    """
+    if db is not None and os.path.exists(db) and (os.path.isdir(db) or os.path.getsize(db)):
+        raise click.UsageError(
+            f"--db {db} exists: the demo writes its sample into a new database only"
+        )
     sample = resources.files("identity").joinpath("data/sample.txt")
     with tempfile.TemporaryDirectory() as tmp:
         path = db or os.path.join(tmp, "demo.db")
@@ -439,6 +443,8 @@ def serve(
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; every error is one line on stderr and a non-zero exit status."""
     args = list(sys.argv[1:] if argv is None else argv)
+    if not args:
+        args = ["--help"]  # the commands, not an error
     try:
         result: Any = cli.main(args=args, prog_name="identity", standalone_mode=False)
     except click.exceptions.Exit as exc:

@@ -103,7 +103,7 @@ class Ingest:
             self.status, start, self.committed = self._plan(force)
         self.reader: Reader | None = None
         if self.status != "done":
-            self.reader = Reader(
+            self.reader = reader = Reader(
                 source,
                 fmt=fmt,
                 tenant=tenant,
@@ -111,6 +111,16 @@ class Ingest:
                 rules=engine.rules,
                 start=start,
             )
+            digest = reader.digest or self.fingerprint.partition(":")[2]
+            if self.key is None:  # stdin: remembered by its content only
+                self.key = f"<stdin {digest}>"
+                self.fingerprint = f"-:{digest}"
+            if received is None and source.received is None:
+                # the same content read again (a copy, stdin, --force) gets the receive time
+                # it got the first time: its calls without _t are duplicates, not new calls
+                remembered = engine.store.received_for(digest)
+                if remembered is not None:
+                    reader.received = remembered
 
     def _plan(self, force: bool) -> tuple[str, int, int]:
         """Return (status, where to start, calls committed before) from the ``inputs`` row."""
@@ -193,10 +203,17 @@ class Ingest:
         if key is None:
             return None
         fingerprint = self.fingerprint
+        received = None if self.reader is None else self.reader.received
 
         def record(store: Store) -> None:
             store.record_input(
-                key, fingerprint, position, calls, finished=finished, updated=int(time.time())
+                key,
+                fingerprint,
+                position,
+                calls,
+                finished=finished,
+                updated=int(time.time()),
+                received=received,
             )
 
         return record

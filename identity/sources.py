@@ -53,7 +53,7 @@ import sys
 import time
 import zlib
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import IO
 
 from .calls import DEFAULT_RULES, Call, Rules
@@ -364,11 +364,20 @@ class Reader:
         self._lines = self._guarded(_read_lines(self._stream))
         head: list[tuple[bytes, int, bool]] = []
         size = 0
+        stream = self._file is None
         for item in self._lines:
             head.append(item)
             size += item[1]
-            if sum(1 for h in head if h[0].strip()) >= _HEAD_LINES or size >= _HEAD_BYTES:
+            if size >= _HEAD_BYTES or (
+                not stream and sum(1 for h in head if h[0].strip()) >= _HEAD_LINES
+            ):
                 break
+        #: A hash of the first 64 KiB of a stream, as :func:`fingerprint` hashes a file's
+        #: (None for a file: fingerprint it).
+        self.digest = (
+            hashlib.blake2b(b"".join(h[0] for h in head)[:_FINGERPRINT_BYTES], digest_size=16)
+            .hexdigest() if stream else None
+        )  # fmt: skip
         if source.fmt != "auto":
             fmt = source.fmt
         self.sniffed = fmt == "auto"
@@ -385,6 +394,7 @@ class Reader:
                 problem = "a Kissmetrics CSV file carries no API key: give the tenant (--tenant)"
                 raise InputError(self.name, problem)
             layout = self._layout(head)
+        self._layout_found = layout
         self._parse = parser(self.format, ctx, layout)
         self._head = head
         if start:
@@ -442,6 +452,16 @@ class Reader:
             raise InputError(self.name, problem) from None
         except OSError as exc:
             raise InputError(self.name, f"cannot read after line {self.line}: {exc}") from None
+
+    @property
+    def received(self) -> int:
+        """Receive time given to the calls that carry none."""
+        return self._ctx.received
+
+    @received.setter
+    def received(self, when: int) -> None:
+        self._ctx = replace(self._ctx, received=when)
+        self._parse = parser(self.format, self._ctx, self._layout_found)
 
     @property
     def consumed(self) -> int | None:

@@ -40,7 +40,13 @@ from .errors import StoreError
 
 __all__ = ["SCHEMA_VERSION", "Store"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+
+#: What turns a database of schema version N into N + 1, run in one transaction at open.
+#: (2: ``inputs.received``, the receive time given to an input's calls that carry none.)
+_MIGRATIONS: dict[int, tuple[str, ...]] = {
+    1: ("ALTER TABLE inputs ADD COLUMN received INTEGER",),
+}
 APPLICATION = "identity"
 _CHUNK = 500
 
@@ -116,7 +122,8 @@ CREATE TABLE inputs (
     position INTEGER NOT NULL,
     calls INTEGER NOT NULL,
     finished INTEGER NOT NULL,
-    updated INTEGER NOT NULL
+    updated INTEGER NOT NULL,
+    received INTEGER
 );
 """
 
@@ -197,8 +204,8 @@ class Store:
     Examples
     --------
     >>> store = Store(":memory:")
-    >>> store.meta("schema_version")
-    '1'
+    >>> store.meta("schema_version") == str(SCHEMA_VERSION)
+    True
     """
 
     def __init__(
@@ -257,6 +264,8 @@ class Store:
                 f"schema version {version} is newer than this identity "
                 f"(knows {SCHEMA_VERSION}); upgrade identity",
             )
+        if version < SCHEMA_VERSION:
+            self._migrate(version)
         for key, value in settings.items():
             stored = self.meta(key)
             if stored != value:
@@ -274,6 +283,21 @@ class Store:
         if not memory:
             conn.execute("PRAGMA wal_autocheckpoint=16384")
         conn.execute("PRAGMA busy_timeout=10000")
+
+    def _migrate(self, version: int) -> None:
+        """Bring a database of an older schema `version` up to date, in one transaction."""
+        conn = self.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for step in range(version, SCHEMA_VERSION):
+                for statement in _MIGRATIONS[step]:
+                    conn.execute(statement)
+            self.set_meta("schema_version", str(SCHEMA_VERSION))
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
 
     def close(self) -> None:
         """Close the connection."""
@@ -470,20 +494,44 @@ class Store:
         *,
         finished: bool,
         updated: int,
+        received: int | None = None,
     ) -> None:
         """Record how far an input was ingested.
 
         Call it in the transaction of the batch that got it there, so that the position
-        never runs ahead of the data.
+        never runs ahead of the data. `received` is the receive time its calls that carry
+        none were given (see :meth:`received_for`).
         """
         self.conn.execute(
-            "INSERT INTO inputs (source, fingerprint, position, calls, finished, updated) "
-            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (source) DO UPDATE SET "
+            "INSERT INTO inputs (source, fingerprint, position, calls, finished, updated, "
+            "received) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (source) DO UPDATE SET "
             "fingerprint = excluded.fingerprint, position = excluded.position, "
-            "calls = excluded.calls, finished = excluded.finished, updated = excluded.updated",
-            (source, fingerprint, position, calls, int(finished), updated),
+            "calls = excluded.calls, finished = excluded.finished, updated = excluded.updated, "
+            "received = excluded.received",
+            (source, fingerprint, position, calls, int(finished), updated, received),
         )
 
+    def received_for(self, digest: str) -> int | None:
+        """Return the receive time first given to an input whose content hashes to `digest`.
+
+        `digest` is the hash part of an input fingerprint (``size:digest``). Reading the
+        same content again (a copy of the file, stdin, ``--force``) gives its calls that
+        carry no ``_t`` the same receive time, so that they are duplicates, not new calls.
+
+        Examples
+        --------
+        >>> store = Store(":memory:")
+        >>> with store.transaction():
+        ...     store.record_input("/a", "9:ab", 9, 2, finished=True, updated=5, received=7)
+        >>> store.received_for("ab"), store.received_for("cd")
+        (7, None)
+        """
+        row = self.conn.execute(
+            "SELECT received FROM inputs WHERE substr(fingerprint, instr(fingerprint, ':') + 1)"
+            " = ? AND received IS NOT NULL ORDER BY received LIMIT 1",
+            (digest,),
+        ).fetchone()
+        return None if row is None else int(row[0])
 
     # -- reads ------------------------------------------------------------------------
 
@@ -591,9 +639,7 @@ class Store:
             )
         )
 
-    def tenant_identities(
-        self, tenant: str, as_of: int
-    ) -> list[tuple[int, str, int, int | None]]:
+    def tenant_identities(self, tenant: str, as_of: int) -> list[tuple[int, str, int, int | None]]:
         """Return ``(id, identity, first_seen, customer_since)`` known by `as_of`."""
         return self.conn.execute(
             "SELECT id, identity, first_seen, customer_since FROM identities "
@@ -704,8 +750,7 @@ class Store:
             else:
                 problems.append(f"person {display!r} of {tenant!r} mixes {t1!r} and {t2!r}")
         rows = self.conn.execute(
-            "SELECT identity FROM identities WHERE person NOT IN (SELECT id FROM persons) "
-            "LIMIT ?",
+            "SELECT identity FROM identities WHERE person NOT IN (SELECT id FROM persons) LIMIT ?",
             (limit,),
         )
         problems += [f"identity {name!r} points at a missing person" for (name,) in rows]

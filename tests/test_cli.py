@@ -136,3 +136,28 @@ def test_every_command_has_help_and_is_in_the_readme() -> None:
         assert result.exit_code == 0
         assert command.help, name
         assert re.search(rf"identity {name}\b", readme), f"{name} is not in README.md"
+
+
+def test_no_arguments_prints_the_commands_not_an_error(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys)
+    assert code == 0
+    assert err == ""
+    assert out.startswith("Usage: identity")
+    assert "ingest" in out
+
+
+def test_demo_never_writes_into_an_existing_database(
+    tmp_path: Path, calls_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = tmp_path / "mine.db"
+    assert run(capsys, "ingest", str(calls_file), "--db", str(db), "-q")[0] == 0
+    before = db.read_bytes()
+    code, out, err = run(capsys, "demo", "--db", str(db))
+    assert code == 2
+    assert out == ""
+    assert err.count("\n") == 1
+    assert "exists" in err
+    assert db.read_bytes() == before
+    fresh = tmp_path / "new.db"
+    assert run(capsys, "demo", "--db", str(fresh))[0] == 0
+    assert fresh.stat().st_size > 0

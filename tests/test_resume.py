@@ -318,15 +318,20 @@ def test_other_content_at_the_same_path_is_read_from_the_start(
     assert ": 1 calls: 1 accepted" in out
 
 
-def test_stdin_is_not_recorded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_stdin_is_remembered_by_content_but_never_skipped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import io
 
-    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"/e?_p=a&_n=x\n")))
     engine = Engine(str(tmp_path / "a.db"))
-    with Ingest(engine, Input("-", "-"), tenant="K") as job:
-        assert job.status == "stream"
-        assert job.run().accepted == 1
-    assert input_rows(engine.path) == []
+    for _ in range(2):
+        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"/e?_p=a&_n=x\n")))
+        with Ingest(engine, Input("-", "-"), tenant="K") as job:
+            assert job.status == "stream"
+            assert job.run().accepted == 1
+    [row] = input_rows(engine.path)
+    assert row[0].startswith("<stdin ")
+    assert engine.events("K", "a")[0].sent == 2
 
 
 def test_positions_count_lines_for_gzip(tmp_path: Path) -> None:
@@ -336,3 +341,70 @@ def test_positions_count_lines_for_gzip(tmp_path: Path) -> None:
     with Ingest(engine, Input(str(path), str(path))) as job:
         job.run(batch_size=1)
     assert [r[1:] for r in input_rows(engine.path)] == [(3, 2, 1)]
+
+
+# -- the same content read again --------------------------------------------------------------
+
+
+def _event_rows(db: str) -> list[tuple[str, int, int, int]]:
+    with Engine(db, create=False) as engine:
+        return engine.store.conn.execute(
+            "SELECT name, t, td, sent FROM events ORDER BY td"
+        ).fetchall()
+
+
+def test_calls_without_t_read_again_are_duplicates(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Before, a copy of the file (another mtime), stdin, or --force after a touch gave the
+    # calls that carry no _t a new receive time, so their events were stored again.
+    path = tmp_path / "calls.txt"
+    path.write_text("/e?_k=K&_p=bob&_n=Paid\n/e?_k=K&_p=bob&_n=Paid&_t=5\n")
+    os.utime(path, (1_000_000, 1_000_000))
+    db = str(tmp_path / "x.db")
+    assert run(capsys, "ingest", str(path), "--db", db, "-q")[0] == 0
+    copy = tmp_path / "copy.txt"
+    copy.write_bytes(path.read_bytes())
+    os.utime(copy, (2_000_000, 2_000_000))
+    assert run(capsys, "ingest", str(copy), "--db", db, "-q")[0] == 0
+    os.utime(path, (3_000_000, 3_000_000))
+    assert run(capsys, "ingest", str(path), "--db", db, "--force", "-q")[0] == 0
+    for _ in range(2):
+        monkeypatch.setattr("sys.stdin", _Stdin(path.read_bytes()))
+        assert run(capsys, "ingest", "-", "--db", db, "-q")[0] == 0
+    assert _event_rows(db) == [("Paid", 1_000_000, 5, 5), ("Paid", 1_000_000, 1_000_000, 5)]
+
+
+def test_an_explicit_received_is_used_as_given(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "calls.txt"
+    path.write_text("/e?_k=K&_p=bob&_n=Paid\n")
+    db = str(tmp_path / "x.db")
+    assert run(capsys, "ingest", str(path), "--db", db, "--received", "10", "-q")[0] == 0
+    assert run(capsys, "ingest", str(path), "--db", db, "--received", "20", "--force", "-q")[0] == 0
+    assert [row[2] for row in _event_rows(db)] == [10, 20]
+
+
+def test_a_database_of_schema_1_is_migrated_at_open(tmp_path: Path) -> None:
+    db = str(tmp_path / "old.db")
+    with Engine(db) as engine:
+        engine.alias("K", "a", "b", t=5)
+    conn = sqlite3.connect(db)
+    conn.execute("ALTER TABLE inputs DROP COLUMN received")
+    conn.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+    conn.commit()
+    conn.close()
+    with Engine(db) as engine:
+        assert engine.store.meta("schema_version") == "2"
+        columns = [r[1] for r in engine.store.conn.execute("PRAGMA table_info(inputs)")]
+        assert "received" in columns
+        assert engine.person("K", "b").identities == ("a", "b")
+        engine.check()
+
+
+class _Stdin:
+    def __init__(self, data: bytes) -> None:
+        import io
+
+        self.buffer = io.BufferedReader(io.BytesIO(data))

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from identity import Engine, InconsistentStoreError, StoreError
+from identity.store import SCHEMA_VERSION
 
 
 def test_reopen_restores_everything(tmp_path: Path) -> None:
@@ -26,10 +27,14 @@ def test_identity_to_person_is_one_join(tmp_path: Path) -> None:
     path = tmp_path / "id.db"
     with Engine(path) as engine:
         engine.alias("K", "zed", "amy", t=1)
-    rows = sqlite3.connect(path).execute(
-        "SELECT i.identity, p.person FROM identities i JOIN persons p ON p.id = i.person "
-        "ORDER BY i.identity"
-    ).fetchall()
+    rows = (
+        sqlite3.connect(path)
+        .execute(
+            "SELECT i.identity, p.person FROM identities i JOIN persons p ON p.id = i.person "
+            "ORDER BY i.identity"
+        )
+        .fetchall()
+    )
     assert rows == [("amy", "amy"), ("zed", "amy")]
 
 
@@ -98,7 +103,7 @@ def test_check_finds_tampering(tmp_path: Path) -> None:
 def test_wal_mode_and_meta(tmp_path: Path) -> None:
     path = tmp_path / "id.db"
     with Engine(path) as engine:
-        assert engine.store.meta("schema_version") == "1"
+        assert engine.store.meta("schema_version") == str(SCHEMA_VERSION)
         assert engine.store.meta("dedupe") == "exact"
     mode = sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone()[0]
     assert mode == "wal"
