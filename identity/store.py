@@ -24,21 +24,49 @@ One file (or ``:memory:``) holds everything, in plain tables any SQL tool can re
 A merge relabels only the smaller person's rows (``UPDATE identities SET person = ?
 WHERE person = ?`` over an index); the display id lives one row away in ``persons``, so a
 merge costs O(smaller side), never a rewrite of the larger one.
+
+Errors cross one boundary: every SQLite error of every method is mapped once, by
+:func:`sqlite_error` (inside :class:`SQLiteBoundary`), to identity's tree --
+:class:`~identity.errors.DatabaseLockedError`, :class:`~identity.errors.ReadOnlyDatabaseError`,
+:class:`~identity.errors.DiskFullError`, :class:`~identity.errors.DamagedDatabaseError` or a
+plain :class:`~identity.errors.StoreError` -- chained to the original. A
+:class:`~identity.errors.StoreError` means the database could not do its work; an error
+about one value (:class:`sqlite3.IntegrityError`, a binding error, :class:`OverflowError`)
+is left as it is, so that the engine can retry a batch call by call.
 """
 
 from __future__ import annotations
 
+import functools
+import math
 import os
 import sqlite3
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
-from typing import Any
+import urllib.parse
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager, suppress
+from typing import Any, Concatenate, Literal, ParamSpec, TypeVar
 
 import sqlite_utils
 
-from .errors import StoreError
+from .errors import (
+    ConfigurationError,
+    DamagedDatabaseError,
+    DatabaseLockedError,
+    DiskFullError,
+    ReadOnlyDatabaseError,
+    StoreError,
+)
 
-__all__ = ["SCHEMA_VERSION", "Store"]
+__all__ = [
+    "BUSY_TIMEOUT_ENV",
+    "DEFAULT_BUSY_TIMEOUT",
+    "SCHEMA_VERSION",
+    "Boundary",
+    "SQLiteBoundary",
+    "Store",
+    "lock_holder",
+    "sqlite_error",
+]
 
 SCHEMA_VERSION = 2
 
@@ -127,7 +155,16 @@ CREATE TABLE inputs (
 );
 """
 
-_TABLES = {"meta", "identities", "persons", "links", "events", "properties", "quarantine"}
+_TABLES = {
+    "meta",
+    "identities",
+    "persons",
+    "links",
+    "events",
+    "properties",
+    "quarantine",
+    "inputs",
+}
 
 _UPSERT_EVENT = """
 INSERT INTO events (identity, key, name, name_key, t, td, properties, sent)
@@ -184,6 +221,351 @@ def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterator[Sequence[Any]]
         yield items[start : start + size]
 
 
+# -- the error boundary ---------------------------------------------------------------
+
+#: Seconds a connection waits for another writer's lock before giving up with
+#: :class:`~identity.errors.DatabaseLockedError` (SQLite's busy timeout). Override it per
+#: store with ``busy_timeout=``, or for every store of a process (the command line too)
+#: with the environment variable :data:`BUSY_TIMEOUT_ENV`.
+DEFAULT_BUSY_TIMEOUT = 10.0
+
+#: The environment variable that sets the busy timeout, in seconds, when a store is opened
+#: without ``busy_timeout=``.
+BUSY_TIMEOUT_ENV = "IDENTITY_BUSY_TIMEOUT"
+
+_MAGIC = b"SQLite format 3\x00"
+
+# SQLite's primary result codes (sqlite3.SQLITE_* exists only from Python 3.11)
+_ERROR, _PERM, _BUSY, _LOCKED, _READONLY, _INTERRUPT, _IOERR, _CORRUPT = 1, 3, 5, 6, 8, 9, 10, 11
+_FULL, _CANTOPEN, _NOTADB = 13, 14, 26
+_IOERR_SHORT_READ = _IOERR | (2 << 8)
+_READONLY_DIRECTORY = _READONLY | (6 << 8)
+
+# Python 3.10 has no sqlite_errorcode: the code is read from SQLite's message instead
+_MESSAGES = (
+    ("database is locked", _BUSY),
+    ("database table is locked", _LOCKED),
+    ("readonly database", _READONLY),
+    ("disk is full", _FULL),
+    ("malformed", _CORRUPT),
+    ("not a database", _NOTADB),
+    ("disk i/o error", _IOERR),
+    ("unable to open", _CANTOPEN),
+    ("interrupted", _INTERRUPT),
+)
+
+# errors about one value, or programming errors: never a StoreError
+_VALUE_ERRORS = (
+    sqlite3.IntegrityError,
+    sqlite3.DataError,
+    sqlite3.InterfaceError,
+    sqlite3.ProgrammingError,
+    sqlite3.NotSupportedError,
+)
+
+
+class Boundary:
+    """The store's one error boundary: backend errors in, :class:`StoreError` out.
+
+    A reusable context manager (it keeps no state between uses, so one instance serves
+    every call and nests). An exception of the backend's :attr:`errors` that
+    :meth:`translate` maps to a :class:`~identity.errors.StoreError` is raised again as
+    that error, chained to the original (``raise ... from``); anything else — an error about
+    one value, a bug, ``KeyboardInterrupt`` — goes through unchanged.
+
+    Another backend (DuckDB, Spark) plugs in with a subclass that sets :attr:`errors` and
+    implements :meth:`translate`.
+
+    Parameters
+    ----------
+    path : str
+        The database, named in every error.
+    """
+
+    #: The backend's exception classes this boundary looks at.
+    errors: tuple[type[BaseException], ...] = ()
+
+    __slots__ = ("path",)
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self, kind: object, exc: BaseException | None, traceback: object
+    ) -> Literal[False]:
+        if exc is not None and isinstance(exc, self.errors):
+            error = self.translate(exc)
+            if error is not None:
+                raise error from exc
+        return False
+
+    def translate(self, exc: BaseException) -> StoreError | None:
+        """Return the :class:`StoreError` that `exc` means, or None to let it through."""
+        raise NotImplementedError
+
+
+class SQLiteBoundary(Boundary):
+    """The error boundary of a SQLite store: see :func:`sqlite_error`.
+
+    Examples
+    --------
+    >>> boundary = SQLiteBoundary("app.db")
+    >>> with boundary:
+    ...     sqlite3.connect(":memory:").execute("SELECT * FROM nowhere")
+    Traceback (most recent call last):
+    ...
+    identity.errors.StoreError: app.db: cannot use it: no such table: nowhere
+    >>> with boundary:
+    ...     sqlite3.connect(":memory:").execute("SELECT ?", (2**64,))
+    Traceback (most recent call last):
+    ...
+    OverflowError: Python int too large to convert to SQLite INTEGER
+    """
+
+    errors = (sqlite3.Error,)
+
+    __slots__ = ("busy_timeout", "readonly")
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
+        readonly: str | None = None,
+    ) -> None:
+        super().__init__(path)
+        self.busy_timeout = busy_timeout
+        self.readonly = readonly
+
+    def translate(self, exc: BaseException) -> StoreError | None:
+        """Return :func:`sqlite_error` of `exc` for this store."""
+        assert isinstance(exc, sqlite3.Error)
+        return sqlite_error(self.path, exc, busy_timeout=self.busy_timeout, readonly=self.readonly)
+
+
+def _code(exc: sqlite3.Error) -> int:
+    code = getattr(exc, "sqlite_errorcode", None)
+    if isinstance(code, int):
+        return code
+    text = str(exc).lower()
+    for needle, value in _MESSAGES:
+        if needle in text:
+            return value
+    return _ERROR
+
+
+def sqlite_error(
+    path: str,
+    exc: sqlite3.Error,
+    *,
+    busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
+    readonly: str | None = None,
+) -> StoreError | None:
+    """Map one SQLite error to identity's exception tree, or None when it is about one value.
+
+    This is the only place that decides what a SQLite error means.
+
+    Parameters
+    ----------
+    path : str
+        The database.
+    exc : sqlite3.Error
+        What SQLite raised.
+    busy_timeout : float
+        The busy timeout the connection used, in seconds (named in a lock error).
+    readonly : str, optional
+        Why the store was opened read-only, if it was (named in a read-only error).
+
+    Returns
+    -------
+    StoreError or None
+        The database could not do its work: :class:`~identity.errors.DatabaseLockedError`
+        (busy, locked), :class:`~identity.errors.ReadOnlyDatabaseError`,
+        :class:`~identity.errors.DiskFullError`, :class:`~identity.errors.DamagedDatabaseError`
+        (corrupt, not a database, truncated) or a plain :class:`~identity.errors.StoreError`
+        (I/O error, cannot open, schema trouble). None for a problem with one value or one
+        statement (:class:`sqlite3.IntegrityError`, :class:`sqlite3.DataError`,
+        :class:`sqlite3.InterfaceError`, :class:`sqlite3.ProgrammingError`), which the
+        engine answers by retrying the batch call by call.
+
+    Examples
+    --------
+    >>> sqlite_error("app.db", sqlite3.OperationalError("database or disk is full"))
+    DiskFullError('app.db: cannot write: the disk is full (or the database reached its size limit); the transaction was rolled back')
+    >>> sqlite_error("app.db", sqlite3.DatabaseError("database disk image is malformed"))
+    DamagedDatabaseError('app.db: damaged: database disk image is malformed; restore it from a backup')
+    >>> sqlite_error("app.db", sqlite3.IntegrityError("UNIQUE constraint failed: links.a")) is None
+    True
+    """  # noqa: E501
+    if isinstance(exc, _VALUE_ERRORS):
+        return None
+    code = _code(exc)
+    primary = code & 0xFF
+    if primary in (_BUSY, _LOCKED):
+        if primary == _LOCKED:
+            return DatabaseLockedError(path, f"locked: {exc}")
+        holder = lock_holder(path)
+        who = "another writer" if holder is None else f"another writer ({holder})"
+        return DatabaseLockedError(
+            path,
+            f"database is locked: {who} has held it for more than {busy_timeout:g} s; "
+            f"try again later, or wait longer with {BUSY_TIMEOUT_ENV}=<seconds>",
+        )
+    if primary == _READONLY:
+        if readonly is None and code == _READONLY_DIRECTORY:
+            readonly = "its folder is not writable"
+        return ReadOnlyDatabaseError(path, _readonly_problem(readonly, exc))
+    if primary == _FULL:
+        return DiskFullError(
+            path,
+            "cannot write: the disk is full (or the database reached its size limit); "
+            "the transaction was rolled back",
+        )
+    if primary == _CORRUPT:
+        return DamagedDatabaseError(path, f"damaged: {exc}; restore it from a backup")
+    if primary == _NOTADB:
+        return DamagedDatabaseError(
+            path, f"damaged: {exc} (its header is damaged, or it is encrypted)"
+        )
+    if code == _IOERR_SHORT_READ:
+        return DamagedDatabaseError(path, f"truncated: {exc}; restore it from a backup")
+    if primary == _IOERR:
+        return StoreError(path, f"I/O error: {exc}")
+    if primary in (_CANTOPEN, _PERM):
+        return StoreError(path, f"cannot open: {exc}")
+    return StoreError(path, f"cannot use it: {exc}")
+
+
+def _readonly_problem(reason: str | None, exc: object = None) -> str:
+    if reason is None:
+        return f"cannot write: the database is read-only ({exc})"
+    return f"cannot write: the database is read-only ({reason})"
+
+
+def lock_holder(path: str) -> str | None:
+    """Describe the other process that holds a write lock on the database, if it can be told.
+
+    Reads ``/proc/locks`` (Linux): SQLite's write lock is a POSIX lock on byte 120 of the
+    ``-shm`` file (WAL mode) or on the lock bytes of the database file (rollback journal, or
+    a connection in exclusive locking mode). Elsewhere, or when the lock was released in the
+    meantime, None.
+
+    Returns
+    -------
+    str or None
+        ``"pid 4242: identity ingest --db app.db calls.txt"``, or ``"pid 4242"`` when its
+        command line cannot be read.
+
+    Examples
+    --------
+    >>> lock_holder("/nonexistent/app.db") is None
+    True
+    """
+    try:
+        with open("/proc/locks", encoding="ascii", errors="replace") as stream:
+            lines = stream.read().splitlines()
+    except OSError:
+        return None
+    wanted: dict[str, tuple[int, int]] = {}
+    for name, low, high in ((f"{path}-shm", 120, 120), (path, 0x40000000, 0x400001FF)):
+        try:
+            info = os.stat(name)
+        except OSError:
+            continue
+        device = f"{os.major(info.st_dev):02x}:{os.minor(info.st_dev):02x}:{info.st_ino}"
+        wanted[device] = (low, high)
+    me = os.getpid()
+    for line in lines:
+        fields = line.split()
+        if len(fields) < 8 or "->" in fields or fields[3] != "WRITE":
+            continue
+        span = wanted.get(fields[5])
+        try:
+            pid, start = int(fields[4]), int(fields[6])
+            end = 2**63 if fields[7] == "EOF" else int(fields[7])
+        except ValueError:
+            continue
+        if span is not None and pid > 0 and pid != me and start <= span[1] and end >= span[0]:
+            return _describe_process(pid)
+    return None
+
+
+def _describe_process(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as stream:
+            args = [a.decode(errors="replace") for a in stream.read().split(b"\0") if a]
+    except OSError:
+        return f"pid {pid}"
+    if not args:
+        return f"pid {pid}"
+    shown = [os.path.basename(args[0])]
+    rest = args[1:]
+    if shown[0].startswith("python") and rest and not rest[0].startswith("-"):
+        shown.append(os.path.basename(rest.pop(0)))
+    command = " ".join(shown + rest)
+    if len(command) > 100:
+        command = command[:97] + "..."
+    return f"pid {pid}: {command}"
+
+
+def _busy_timeout(value: float | None) -> float:
+    """Return the busy timeout in seconds: `value`, else the environment's, else the default.
+
+    Examples
+    --------
+    >>> _busy_timeout(0.5)
+    0.5
+    >>> _busy_timeout(-1)
+    Traceback (most recent call last):
+    ...
+    identity.errors.ConfigurationError: busy_timeout must be a number of seconds >= 0, not -1
+    """
+    if value is None:
+        raw = os.environ.get(BUSY_TIMEOUT_ENV, "").strip()
+        if not raw:
+            return DEFAULT_BUSY_TIMEOUT
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ConfigurationError(
+                f"{BUSY_TIMEOUT_ENV} must be a number of seconds, not {raw!r}"
+            ) from None
+    if not (isinstance(value, (int, float)) and math.isfinite(value) and 0 <= value <= 2e6):
+        raise ConfigurationError(f"busy_timeout must be a number of seconds >= 0, not {value!r}")
+    return float(value)
+
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _translated(
+    method: Callable[Concatenate[Store, _P], _R],
+) -> Callable[Concatenate[Store, _P], _R]:
+    """Run a store method inside the store's error boundary."""
+
+    @functools.wraps(method)
+    def translated(self: Store, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        with self.boundary:
+            return method(self, *args, **kwargs)
+
+    return translated
+
+
+def _has_log(path: str) -> bool:
+    """Whether a ``-wal`` or ``-journal`` file with content lies beside the database."""
+    for suffix in ("-wal", "-journal"):
+        try:
+            if os.path.getsize(path + suffix) > 0:
+                return True
+        except OSError:
+            pass
+    return False
+
+
 class Store:
     """A connection to one identity database.
 
@@ -200,6 +582,37 @@ class Store:
     settings : dict of str to str
         Settings recorded in ``meta`` when the database is created, and checked to match
         when it is reopened.
+    readonly : bool, optional
+        True: open read-only (queries work, :meth:`transaction` raises
+        :class:`~identity.errors.ReadOnlyDatabaseError`). None (the default): read-only
+        exactly when the file or its folder cannot be written. False: never read-only.
+    busy_timeout : float, optional
+        Seconds to wait for another writer's lock (default: ``$IDENTITY_BUSY_TIMEOUT``, else
+        :data:`DEFAULT_BUSY_TIMEOUT`, 10 s).
+
+    Raises
+    ------
+    StoreError
+        The file is missing (and `create` is false), a directory, empty (and `create` is
+        false), not SQLite, another application's, of a newer schema, or opened with other
+        settings.
+    DamagedDatabaseError
+        Truncated, a damaged header or schema, or an expected table is missing.
+    DatabaseLockedError
+        Another process holds a lock longer than the busy timeout.
+    ReadOnlyDatabaseError
+        It must be written (to create its schema) and cannot be.
+
+    Notes
+    -----
+    Every SQLite error of every method goes through one boundary (:attr:`boundary`,
+    :func:`sqlite_error`): what means the database could not do its work becomes a
+    :class:`~identity.errors.StoreError`; an error about one value (a constraint, a
+    binding, an integer too large for SQLite) is left as it is.
+
+    A read-only store of a file nobody is writing (no ``-wal`` or ``-shm`` file beside
+    it) reads it as ``immutable``, so that it creates no file next to it: do not let
+    another process start writing that file while it is open.
 
     Examples
     --------
@@ -215,54 +628,159 @@ class Store:
         create: bool = True,
         durable: bool = True,
         settings: dict[str, str] | None = None,
+        readonly: bool | None = None,
+        busy_timeout: float | None = None,
     ) -> None:
         self.path = os.fspath(path)
+        self.busy_timeout = _busy_timeout(busy_timeout)
         memory = self.path == ":memory:" or self.path == ""
-        if not memory and not create and not os.path.exists(self.path):
-            raise StoreError(self.path, "no such database")
-        if not memory and os.path.isdir(self.path):
-            raise StoreError(self.path, "is a directory, not a database file")
-        try:
-            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        except sqlite3.Error as exc:
-            raise StoreError(self.path, f"cannot open: {exc}") from None
+        self.readonly_reason: str | None = None
+        immutable = False
+        if memory:
+            if readonly:
+                raise ConfigurationError("an in-memory database cannot be opened read-only")
+        else:
+            exists = self._check_file(create and not readonly)
+            folder = os.path.dirname(os.path.abspath(self.path))
+            if readonly:
+                self.readonly_reason = "opened read-only"
+            elif readonly is None and exists and not os.access(self.path, os.W_OK):
+                self.readonly_reason = "the file is not writable"
+            elif readonly is None and not os.access(folder, os.W_OK):
+                if not exists:
+                    raise ReadOnlyDatabaseError(
+                        self.path, f"cannot create it: its folder {folder} is not writable"
+                    )
+                self.readonly_reason = "its folder is not writable"
+            # A reader that cannot write would leave -wal/-shm files behind (a folder it
+            # can write) or fail to create them (one it cannot): with neither file there,
+            # no writer is active and the file is read as it is (immutable).
+            immutable = self.readonly_reason is not None and not readonly
+            immutable = immutable and not any(
+                os.path.exists(self.path + suffix) for suffix in ("-wal", "-shm")
+            )
+        self.boundary = SQLiteBoundary(
+            self.path, busy_timeout=self.busy_timeout, readonly=self.readonly_reason
+        )
+        if self.readonly_reason is None:
+            target, uri = self.path, False
+        else:
+            target = f"file:{urllib.parse.quote(os.path.abspath(self.path))}?mode=ro"
+            target += "&immutable=1" if immutable else ""
+            uri = True
+        with self.boundary:
+            conn = sqlite3.connect(
+                target,
+                uri=uri,
+                timeout=self.busy_timeout,
+                isolation_level=None,
+                check_same_thread=False,
+            )
         self.conn = conn
         self.db = sqlite_utils.Database(conn)
         try:
-            self._prepare(memory, durable, settings or {})
-        except sqlite3.DatabaseError as exc:
-            conn.close()
-            raise StoreError(self.path, f"not a usable SQLite database ({exc})") from None
-        except StoreError:
+            with self.boundary:
+                self._prepare(memory, create or memory, durable, settings or {})
+        except BaseException:
             conn.close()
             raise
 
-    def _prepare(self, memory: bool, durable: bool, settings: dict[str, str]) -> None:
+    @property
+    def readonly(self) -> bool:
+        """Whether the store was opened read-only (see :attr:`readonly_reason`)."""
+        return self.readonly_reason is not None
+
+    def _check_file(self, create: bool) -> bool:
+        """Refuse a file that cannot be an identity database before SQLite touches it.
+
+        Returns whether the file exists. Missing, a directory, empty (unless `create`),
+        not SQLite, shorter than its header says: a :class:`StoreError` (the last one a
+        :class:`DamagedDatabaseError`). An empty file is never written by a query.
+        """
+        path = self.path
+        if os.path.isdir(path):
+            raise StoreError(path, "is a directory, not a database file")
+        try:
+            size = os.path.getsize(path)
+        except FileNotFoundError:
+            if not create:
+                raise StoreError(path, "no such database") from None
+            return False
+        except OSError as exc:
+            raise StoreError(path, f"cannot read it: {exc.strerror or exc}") from None
+        if size == 0:
+            if not create:
+                raise StoreError(path, "empty file (0 bytes), not an identity database")
+            return True
+        try:
+            with open(path, "rb") as stream:
+                header = stream.read(100)
+        except OSError as exc:
+            raise StoreError(path, f"cannot read it: {exc.strerror or exc}") from None
+        if header[:16] != _MAGIC[: len(header[:16])]:
+            raise StoreError(
+                path, "not a usable SQLite database (it does not start with a SQLite header)"
+            )
+        if len(header) < 100:
+            raise DamagedDatabaseError(
+                path, f"truncated: {size} bytes, shorter than a SQLite header"
+            )
+        page_size = int.from_bytes(header[16:18], "big")
+        page_size = 65536 if page_size == 1 else page_size
+        if page_size < 512 or page_size & (page_size - 1):
+            raise DamagedDatabaseError(
+                path, f"damaged: its header gives a page size of {page_size}"
+            )
+        if _has_log(path):  # the file alone need not be whole: SQLite reads it with its log
+            return True
+        if size % page_size:
+            raise DamagedDatabaseError(
+                path,
+                f"truncated: {size:,} bytes is not a whole number of {page_size:,}-byte pages",
+            )
+        pages = int.from_bytes(header[28:32], "big")
+        if header[24:28] == header[92:96] and size < pages * page_size:
+            raise DamagedDatabaseError(
+                path, f"truncated: {size:,} bytes, its header says {pages * page_size:,}"
+            )
+        return True
+
+    def _prepare(self, memory: bool, create: bool, durable: bool, settings: dict[str, str]) -> None:
         conn = self.conn
-        tables = set(self.db.table_names())
+        try:
+            tables = set(self.db.table_names())
+        except ReadOnlyDatabaseError as exc:
+            raise ReadOnlyDatabaseError(
+                self.path,
+                f"cannot read it: {self.readonly_reason or 'it is read-only'}, and SQLite must "
+                f"write its -wal/-shm files to read it; open it once with write access",
+            ) from exc
         if not tables:
-            if not memory:
-                conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("BEGIN IMMEDIATE")
-            for statement in _SCHEMA.split(";"):
-                if statement.strip():
-                    conn.execute(statement)
-            meta = {
-                "application": APPLICATION,
-                "schema_version": str(SCHEMA_VERSION),
-                "generation": "0",
-                **settings,
-            }
-            conn.executemany("INSERT INTO meta (key, value) VALUES (?, ?)", meta.items())
-            conn.execute("COMMIT")
-        elif not tables >= _TABLES or self.meta("application") != APPLICATION:
+            if not create:
+                raise StoreError(self.path, "an empty SQLite database, not an identity database")
+            tables = self._create(memory, settings)
+        if "meta" not in tables or self._application() != APPLICATION:
             raise StoreError(self.path, "not an identity database (it has other tables)")
-        version = int(self.meta("schema_version") or 0)
+        stored_version = self.meta("schema_version") or "0"
+        try:
+            version = int(stored_version)
+        except ValueError:
+            raise DamagedDatabaseError(
+                self.path, f"damaged: its schema version is {stored_version!r}"
+            ) from None
         if version > SCHEMA_VERSION:
             raise StoreError(
                 self.path,
                 f"schema version {version} is newer than this identity "
                 f"(knows {SCHEMA_VERSION}); upgrade identity",
+            )
+        missing = sorted(_TABLES - tables)
+        if missing:
+            names = ", ".join(repr(name) for name in missing)
+            raise DamagedDatabaseError(
+                self.path,
+                f"damaged: the identity database has no {names} table "
+                "(dropped by another tool?); restore it from a backup",
             )
         if version < SCHEMA_VERSION:
             self._migrate(version)
@@ -272,7 +790,7 @@ class Store:
                 raise StoreError(
                     self.path, f"was created with {key}={stored!r}, cannot open with {value!r}"
                 )
-        if not memory:
+        if not memory and self.readonly_reason is None:
             conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
         # a bounded page cache (128 MiB) and a 64 MiB WAL between checkpoints, so hot index
@@ -282,7 +800,44 @@ class Store:
         conn.execute("PRAGMA temp_store=MEMORY")
         if not memory:
             conn.execute("PRAGMA wal_autocheckpoint=16384")
-        conn.execute("PRAGMA busy_timeout=10000")
+
+    def _create(self, memory: bool, settings: dict[str, str]) -> set[str]:
+        """Write the schema into an empty database; return its tables."""
+        if self.readonly_reason is not None:
+            raise ReadOnlyDatabaseError(
+                self.path, f"cannot create its schema: {_readonly_problem(self.readonly_reason)}"
+            )
+        conn = self.conn
+        if not memory:
+            conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            tables = set(self.db.table_names())
+            if not tables:  # (another process may have created it while this one waited)
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                meta = {
+                    "application": APPLICATION,
+                    "schema_version": str(SCHEMA_VERSION),
+                    "generation": "0",
+                    **settings,
+                }
+                conn.executemany("INSERT INTO meta (key, value) VALUES (?, ?)", meta.items())
+                tables = set(self.db.table_names())
+            conn.execute("COMMIT")
+        except BaseException:
+            self._rollback()
+            raise
+        return tables
+
+    def _application(self) -> str | None:
+        try:
+            return self.meta("application")
+        except StoreError as exc:
+            if type(exc) is not StoreError:  # locked, damaged, ...: not a question of tables
+                raise
+            return None  # a foreign table named meta
 
     def _migrate(self, version: int) -> None:
         """Bring a database of an older schema `version` up to date, in one transaction."""
@@ -299,22 +854,77 @@ class Store:
                 conn.execute("ROLLBACK")
             raise
 
+    @_translated
     def close(self) -> None:
         """Close the connection."""
         self.conn.close()
+
+    @_translated
+    def checkpoint(self, mode: str = "PASSIVE") -> tuple[int, int, int]:
+        """Copy the write-ahead log back into the database file (``PRAGMA wal_checkpoint``).
+
+        SQLite checkpoints on its own every 64 MiB of log and when the last connection
+        closes; this is for callers that want it now (``PASSIVE``: without waiting for
+        readers; ``FULL``, ``RESTART``, ``TRUNCATE``: see SQLite's documentation).
+
+        Returns
+        -------
+        tuple of int
+            ``(busy, log frames, frames checkpointed)``; busy is 1 when it could not finish.
+
+        Examples
+        --------
+        >>> Store(":memory:").checkpoint()
+        (0, -1, -1)
+        """
+        if mode not in ("PASSIVE", "FULL", "RESTART", "TRUNCATE"):
+            raise ConfigurationError(
+                f"checkpoint mode must be PASSIVE, FULL, RESTART or TRUNCATE, not {mode!r}"
+            )
+        row = self.conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()
+        return int(row[0]), int(row[1]), int(row[2])
+
+    def _stream(self, cursor: sqlite3.Cursor) -> Iterator[Any]:
+        """Yield the rows of `cursor` inside the error boundary (errors surface as rows come)."""
+        with self.boundary:
+            yield from cursor
+
+    def _rollback(self) -> None:
+        """Roll back the open transaction, if any, so that the next one can begin."""
+        if self.conn.in_transaction:
+            # if even that fails nothing more can be done here; the next BEGIN will say why
+            with suppress(sqlite3.Error):
+                self.conn.execute("ROLLBACK")
 
     # -- transactions and meta --------------------------------------------------------
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
-        """Run the block as one write transaction (``BEGIN IMMEDIATE`` ... ``COMMIT``)."""
-        self.conn.execute("BEGIN IMMEDIATE")
+        """Run the block as one write transaction (``BEGIN IMMEDIATE`` ... ``COMMIT``).
+
+        On any exception, a failed ``COMMIT`` included, the transaction is rolled back
+        (so that the next one can begin) and the exception propagates.
+
+        Raises
+        ------
+        ReadOnlyDatabaseError
+            The store was opened read-only.
+        DatabaseLockedError
+            Another writer held the lock for longer than the busy timeout.
+        StoreError
+            ``BEGIN`` or ``COMMIT`` failed (disk full, I/O error, ...).
+        """
+        if self.readonly_reason is not None:
+            raise ReadOnlyDatabaseError(self.path, _readonly_problem(self.readonly_reason))
+        boundary = self.boundary
+        with boundary:
+            self.conn.execute("BEGIN IMMEDIATE")
         try:
             yield
-            self.conn.execute("COMMIT")
+            with boundary:
+                self.conn.execute("COMMIT")
         except BaseException:
-            if self.conn.in_transaction:
-                self.conn.execute("ROLLBACK")
+            self._rollback()
             raise
 
     @contextmanager
@@ -324,21 +934,27 @@ class Store:
         On an exception, what the block wrote is undone (``ROLLBACK TO``) and the
         exception propagates; the transaction stays open.
         """
-        self.conn.execute("SAVEPOINT one_call")
+        boundary = self.boundary
+        with boundary:
+            self.conn.execute("SAVEPOINT one_call")
         try:
             yield
         except BaseException:
-            if self.conn.in_transaction:
-                self.conn.execute("ROLLBACK TO one_call")
-                self.conn.execute("RELEASE one_call")
+            with boundary:
+                if self.conn.in_transaction:
+                    self.conn.execute("ROLLBACK TO one_call")
+                    self.conn.execute("RELEASE one_call")
             raise
-        self.conn.execute("RELEASE one_call")
+        with boundary:
+            self.conn.execute("RELEASE one_call")
 
+    @_translated
     def meta(self, key: str) -> str | None:
         """Return one ``meta`` value, or None."""
         row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return None if row is None else str(row[0])
 
+    @_translated
     def set_meta(self, key: str, value: str) -> None:
         """Set one ``meta`` value."""
         self.conn.execute(
@@ -347,6 +963,7 @@ class Store:
             (key, value),
         )
 
+    @_translated
     def batch_state(self) -> tuple[int, int, int, int, int]:
         """Return, in one statement, what a write batch needs to know first.
 
@@ -366,11 +983,13 @@ class Store:
             int(row[4] or 0),
         )
 
+    @_translated
     def next_identity_id(self) -> int:
         """Return the id the next new identity row gets."""
         row = self.conn.execute("SELECT max(id) FROM identities").fetchone()
         return int(row[0] or 0) + 1
 
+    @_translated
     def max_ids(self) -> tuple[int, int, int]:
         """Return the largest row id of events, properties and links.
 
@@ -385,6 +1004,7 @@ class Store:
 
     # -- writes -----------------------------------------------------------------------
 
+    @_translated
     def find_ids(
         self, tenant: str, identities: Sequence[str]
     ) -> dict[str, tuple[int, int, int | None]]:
@@ -401,6 +1021,7 @@ class Store:
                 found[name] = (row_id, first_seen, since)
         return found
 
+    @_translated
     def persons_of(self, ids: Sequence[int]) -> dict[int, tuple[int, int, str, str]]:
         """Return ``{identity row id: (person id, person size, display id, tenant)}``."""
         found: dict[int, tuple[int, int, str, str]] = {}
@@ -415,6 +1036,7 @@ class Store:
                 found[ident] = (person, size, display, tenant)
         return found
 
+    @_translated
     def insert_identities(self, rows: Iterable[tuple[int, str, str, int, int, int | None]]) -> None:
         """Insert rows ``(id, tenant, identity, person, first_seen, customer_since)``."""
         self.conn.executemany(
@@ -423,10 +1045,12 @@ class Store:
             rows,
         )
 
+    @_translated
     def touch_identities(self, rows: Iterable[tuple[int, int | None, int]]) -> None:
         """Lower ``first_seen`` / ``customer_since`` with rows ``(t, customer_t, id)``."""
         self.conn.executemany(_TOUCH_IDENTITY, rows)
 
+    @_translated
     def relabel(self, moves: Iterable[tuple[int, int]]) -> None:
         """Move every identity of person ``old`` to person ``new``, for ``(new, old)`` pairs.
 
@@ -436,10 +1060,12 @@ class Store:
         """
         self.conn.executemany("UPDATE identities SET person = ? WHERE person = ?", moves)
 
+    @_translated
     def delete_persons(self, ids: Iterable[tuple[int]]) -> None:
         """Delete person rows absorbed by a merge."""
         self.conn.executemany("DELETE FROM persons WHERE id = ?", ids)
 
+    @_translated
     def upsert_persons(self, rows: Iterable[tuple[int, str, str, int]]) -> None:
         """Insert or update person rows ``(id, tenant, display id, size)``."""
         self.conn.executemany(
@@ -448,24 +1074,29 @@ class Store:
             rows,
         )
 
+    @_translated
     def upsert_links(self, rows: Iterable[tuple[int, int, int, int, str]]) -> None:
         """Insert alias links ``(a, b, t, sent, source)``; a known pair keeps the earliest t."""
         self.conn.executemany(_UPSERT_LINK, rows)
 
+    @_translated
     def upsert_events(self, rows: Iterable[tuple[Any, ...]]) -> None:
         """Insert events; a duplicate is counted and keeps the smallest (t, name, properties)."""
         self.conn.executemany(_UPSERT_EVENT, rows)
 
+    @_translated
     def upsert_properties(self, rows: Iterable[tuple[Any, ...]]) -> None:
         """Insert property-set records; a duplicate is counted and keeps the earliest t."""
         self.conn.executemany(_UPSERT_PROPERTY, rows)
 
+    @_translated
     def upsert_quarantine(self, rows: Iterable[tuple[Any, ...]]) -> None:
         """Insert quarantined calls; the same raw call, reason and time is counted once."""
         self.conn.executemany(_UPSERT_QUARANTINE, rows)
 
     # -- inputs (resumable ingest) ------------------------------------------------------
 
+    @_translated
     def input_state(self, source: str) -> tuple[str, int, int, bool] | None:
         """Return ``(fingerprint, position, calls, finished)`` recorded for an input, or None.
 
@@ -485,6 +1116,7 @@ class Store:
         ).fetchone()
         return None if row is None else (str(row[0]), int(row[1]), int(row[2]), bool(row[3]))
 
+    @_translated
     def record_input(
         self,
         source: str,
@@ -511,6 +1143,7 @@ class Store:
             (source, fingerprint, position, calls, int(finished), updated, received),
         )
 
+    @_translated
     def received_for(self, digest: str) -> int | None:
         """Return the receive time first given to an input whose content hashes to `digest`.
 
@@ -535,6 +1168,7 @@ class Store:
 
     # -- reads ------------------------------------------------------------------------
 
+    @_translated
     def identity(self, tenant: str, identity: str) -> tuple[int, int, str] | None:
         """Return ``(row id, person id, person display id)`` of one identity, or None."""
         row = self.conn.execute(
@@ -544,6 +1178,7 @@ class Store:
         ).fetchone()
         return None if row is None else (row[0], row[1], row[2])
 
+    @_translated
     def members(self, person: int) -> list[tuple[int, str, int, int | None]]:
         """Return ``(id, identity, first_seen, customer_since)`` of a person's identities."""
         return self.conn.execute(
@@ -551,6 +1186,7 @@ class Store:
             (person,),
         ).fetchall()
 
+    @_translated
     def identities_by_id(self, ids: Sequence[int]) -> list[tuple[int, str, int, int | None]]:
         """Return ``(id, identity, first_seen, customer_since)`` of identity rows."""
         out: list[tuple[int, str, int, int | None]] = []
@@ -565,6 +1201,7 @@ class Store:
             )
         return out
 
+    @_translated
     def neighbours(self, ids: Sequence[int], as_of: int) -> list[tuple[int, int, int]]:
         """Return links ``(a, b, t)`` touching `ids` with ``t <= as_of``."""
         out: list[tuple[int, int, int]] = []
@@ -579,6 +1216,7 @@ class Store:
             )
         return out
 
+    @_translated
     def property_records(self, ids: Sequence[int]) -> list[tuple[int, str, str, str, int, int]]:
         """Return ``(identity id, name_key, name, value, t, sent)`` of identity rows."""
         out: list[tuple[int, str, str, str, int, int]] = []
@@ -593,6 +1231,7 @@ class Store:
             )
         return out
 
+    @_translated
     def events_of(self, ids: Sequence[int]) -> list[tuple[int, str, int, str, int]]:
         """Return ``(identity id, name, t, properties JSON, sent)`` of identity rows."""
         out: list[tuple[int, str, int, str, int]] = []
@@ -607,9 +1246,10 @@ class Store:
             )
         return out
 
+    @_translated
     def tenant_members(self, tenant: str) -> Iterator[tuple[str, int, str, int | None]]:
         """Yield ``(person display id, id, identity, customer_since)``, by person."""
-        return iter(
+        return self._stream(
             self.conn.execute(
                 "SELECT p.person, i.id, i.identity, i.customer_since FROM identities i "
                 "JOIN persons p ON p.id = i.person WHERE i.tenant = ? ORDER BY p.person",
@@ -617,9 +1257,10 @@ class Store:
             )
         )
 
+    @_translated
     def tenant_properties(self, tenant: str) -> Iterator[tuple[str, str, str, str, int]]:
         """Yield ``(person display id, name_key, name, value, t)``, by person."""
-        return iter(
+        return self._stream(
             self.conn.execute(
                 "SELECT p.person, r.name_key, r.name, r.value, r.t FROM properties r "
                 "JOIN identities i ON i.id = r.identity JOIN persons p ON p.id = i.person "
@@ -628,9 +1269,10 @@ class Store:
             )
         )
 
+    @_translated
     def tenant_event_counts(self, tenant: str) -> Iterator[tuple[str, int]]:
         """Yield ``(person display id, number of events)``, by person."""
-        return iter(
+        return self._stream(
             self.conn.execute(
                 "SELECT p.person, count(*) FROM events e "
                 "JOIN identities i ON i.id = e.identity JOIN persons p ON p.id = i.person "
@@ -639,6 +1281,7 @@ class Store:
             )
         )
 
+    @_translated
     def tenant_identities(self, tenant: str, as_of: int) -> list[tuple[int, str, int, int | None]]:
         """Return ``(id, identity, first_seen, customer_since)`` known by `as_of`."""
         return self.conn.execute(
@@ -647,11 +1290,12 @@ class Store:
             (tenant, as_of),
         ).fetchall()
 
+    @_translated
     def tenant_links(self, tenant: str, as_of: int | None = None) -> Iterator[tuple[int, int]]:
         """Yield the links ``(a, b)`` of a tenant (with ``t <= as_of`` when given)."""
         limit = "" if as_of is None else " AND l.t <= ?"
         params: tuple[Any, ...] = (tenant,) if as_of is None else (tenant, as_of)
-        return iter(
+        return self._stream(
             self.conn.execute(
                 "SELECT l.a, l.b FROM links l JOIN identities i ON i.id = l.a "
                 f"WHERE i.tenant = ?{limit}",
@@ -659,11 +1303,13 @@ class Store:
             )
         )
 
+    @_translated
     def tenants(self) -> list[str]:
         """Return every tenant with at least one identity, sorted."""
         rows = self.conn.execute("SELECT DISTINCT tenant FROM identities ORDER BY tenant")
         return [r[0] for r in rows]
 
+    @_translated
     def quarantine(
         self, tenant: str | None = None, reason: str | None = None
     ) -> Iterator[tuple[str, str, int, str | None, str, int]]:
@@ -676,7 +1322,7 @@ class Store:
             where.append("reason = ?")
             params.append(reason)
         clause = f" WHERE {' AND '.join(where)}" if where else ""
-        return iter(
+        return self._stream(
             self.conn.execute(
                 "SELECT reason, raw, received, tenant, source, sent FROM quarantine"
                 f"{clause} ORDER BY received, reason, raw",
@@ -684,6 +1330,7 @@ class Store:
             )
         )
 
+    @_translated
     def counts(self, tenant: str | None = None) -> dict[str, int]:
         """Return row counts (identities, people, links, events, ...) overall or per tenant."""
         if tenant is None:
@@ -721,10 +1368,12 @@ class Store:
         )
         return dict(zip(names, (int(x) for x in row), strict=True))
 
+    @_translated
     def identity_persons(self) -> Iterator[tuple[int, str, int]]:
         """Yield ``(id, identity, person)`` of every identity (consistency check)."""
-        return iter(self.conn.execute("SELECT id, identity, person FROM identities"))
+        return self._stream(self.conn.execute("SELECT id, identity, person FROM identities"))
 
+    @_translated
     def inconsistencies(self, limit: int = 20) -> list[str]:
         """Return what SQL alone can tell is wrong with the stored people and links.
 
@@ -769,23 +1418,41 @@ class Store:
                 problems.append(f"link ({a}, {b}) is not ordered")
         return problems
 
+    @_translated
     def all_links(self) -> Iterator[tuple[int, int]]:
         """Yield every link ``(a, b)`` (consistency check)."""
-        return iter(self.conn.execute("SELECT a, b FROM links"))
+        return self._stream(self.conn.execute("SELECT a, b FROM links"))
 
+    @_translated
     def quick_check(self) -> list[str]:
-        """Return SQLite's own ``PRAGMA quick_check`` problems (empty when fine)."""
-        rows = [r[0] for r in self.conn.execute("PRAGMA quick_check")]
-        return [] if rows == ["ok"] else rows
+        """Run SQLite's own ``PRAGMA quick_check``; return ``[]`` when the file is sound.
+
+        Raises
+        ------
+        DamagedDatabaseError
+            With the first problem SQLite found (a damaged page, a broken index): the file
+            cannot be trusted, which is not a disagreement between people and links.
+
+        Examples
+        --------
+        >>> Store(":memory:").quick_check()
+        []
+        """
+        rows = [str(r[0]) for r in self.conn.execute("PRAGMA quick_check")]
+        if rows == ["ok"]:
+            return []
+        more = f" (and {len(rows) - 1} more)" if len(rows) > 1 else ""
+        raise DamagedDatabaseError(self.path, f"damaged: {rows[0]}{more}; restore it from a backup")
 
     # -- export ------------------------------------------------------------------------
 
+    @_translated
     def export_identities(self, tenant: str) -> Iterator[tuple[int, str, int, int | None]]:
         """Yield ``(id, identity, first_seen, customer_since)`` of a tenant's identities.
 
         By identity, in code point order, streamed over the ``(tenant, identity)`` index.
         """
-        return iter(
+        return self._stream(
             self.conn.execute(
                 "SELECT id, identity, first_seen, customer_since FROM identities "
                 "WHERE tenant = ? ORDER BY identity",
@@ -793,18 +1460,21 @@ class Store:
             )
         )
 
+    @_translated
     def export_events(self, identity: int) -> list[tuple[str, int, int, str]]:
         """Return ``(name, t, td, properties JSON)`` of one identity row's events."""
         return self.conn.execute(
             "SELECT name, t, td, properties FROM events WHERE identity = ?", (identity,)
         ).fetchall()
 
+    @_translated
     def export_properties(self, identity: int) -> list[tuple[str, str, str, int, int]]:
         """Return ``(name_key, name, value, t, td)`` of one identity row's property records."""
         return self.conn.execute(
             "SELECT name_key, name, value, t, td FROM properties WHERE identity = ?", (identity,)
         ).fetchall()
 
+    @_translated
     def export_links(self, identity: int) -> list[tuple[str, int]]:
         """Return ``(other identity, t)`` of every alias link of one identity row."""
         return self.conn.execute(
