@@ -147,7 +147,13 @@ _QUOTES = "\"'`"
 _NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
 #: C0 and C1 control characters (NUL included), refused in tenants, identities and names.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-_OUT_OF_RANGE = -(2**63)  # what _as_int returns for a number outside [MIN_TIME, MAX_TIME]
+_OUT_OF_RANGE = -(2**63)
+
+
+def _has_control(text: str) -> bool:
+    """Tell whether `text` holds a control character (``isprintable`` is the fast path)."""
+    return not text.isprintable() and _CONTROL.search(text) is not None
+  # what _as_int returns for a number outside [MIN_TIME, MAX_TIME]
 _RESERVED = {"e": ("_k", "_p", "_n", "_t", "_d"), "s": ("_k", "_p", "_t", "_d")}
 
 
@@ -342,7 +348,7 @@ def tenant_hint(text: str) -> str | None:
             found = json.loads(f'"{match.group(1)}"')
         except ValueError:
             return None
-    if not found or len(found) > MAX_NAME_LENGTH or _CONTROL.search(found):
+    if not found or len(found) > MAX_NAME_LENGTH or _has_control(found):
         return None
     try:
         found.encode("utf-8")
@@ -557,7 +563,7 @@ def from_params(
                 return _reject(kind, params, values, received, raw, source, "missing_property_name")
             if len(key) > MAX_NAME_LENGTH:
                 return _reject(kind, params, values, received, raw, source, "name_too_long")
-            if _CONTROL.search(key):
+            if _has_control(key):
                 return _reject(kind, params, values, received, raw, source, "control_character")
             if len(value) > rules.max_value_length:
                 return _reject(kind, params, values, received, raw, source, "value_too_long")
@@ -586,7 +592,7 @@ def _check_common(kind: str, values: Mapping[str, str], rules: Rules) -> str | N
     tenant = values.get("_k")
     if not tenant:
         return "missing_key"
-    if len(tenant) > MAX_NAME_LENGTH or _CONTROL.search(tenant):
+    if len(tenant) > MAX_NAME_LENGTH or _has_control(tenant):
         return "unknown_key" if rules.allowed_keys is not None else "control_character"
     if rules.allowed_keys is not None and tenant not in rules.allowed_keys:
         return "unknown_key"
@@ -606,7 +612,7 @@ def _check_common(kind: str, values: Mapping[str, str], rules: Rules) -> str | N
             return "missing_alias"
         if len(other) > MAX_NAME_LENGTH:
             return "alias_too_long"
-    if _CONTROL.search(person) or (kind != "s" and other and _CONTROL.search(other)):
+    if _has_control(person) or (kind != "s" and other and _has_control(other)):
         return "control_character"
     return None
 
