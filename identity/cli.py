@@ -269,6 +269,10 @@ def export_(db: str, tenant: str, fmt: str, output: str, include_key: bool, quie
     Ingesting the export (with --tenant for km lines) into a fresh database rebuilds the
     same people, Customer IDs, property history and events; quarantined calls are not
     exported (see `identity quarantine --raw`).
+
+    Nothing is printed unless the whole export could be read: to stdout it is spooled
+    (in memory, then in a temporary file) and copied once complete; a file is written
+    under a temporary name and renamed. Exit status 1 and one error line otherwise.
     """
     summary = exporting.ExportSummary()
     with _open(db) as engine:
@@ -276,8 +280,20 @@ def export_(db: str, tenant: str, fmt: str, output: str, include_key: bool, quie
             engine.store, tenant, fmt=fmt, include_key=include_key, summary=summary
         )
         if output == "-":
-            for line in lines:
-                click.echo(line)
+            # a database that turns out damaged midway must print nothing but the error
+            with tempfile.SpooledTemporaryFile(max_size=32 << 20) as spool:
+                for line in lines:
+                    spool.write(line.encode("utf-8") + b"\n")
+                spool.seek(0)
+                sys.stdout.flush()
+                binary = getattr(sys.stdout, "buffer", None)
+                if binary is None:  # a text-only stream (e.g. io.StringIO)
+                    for chunk in spool:
+                        sys.stdout.write(chunk.decode("utf-8"))
+                else:
+                    while chunk := spool.read(1 << 20):
+                        binary.write(chunk)
+                    binary.flush()
         else:
             opener = gzip.open if output.endswith(".gz") else open
             partial = f"{output}.partial"
@@ -300,9 +316,27 @@ def _shorten(text: str, width: int = 80) -> str:
 @cli.command()
 @_db_option
 def check(db: str) -> None:
-    """Recompute people from the stored alias links and compare with what is stored."""
+    """Recompute people from the stored alias links and compare with what is stored.
+
+    SQLite's own quick check of every page runs first. Exit status: 0 consistent; 1 the
+    check could not run (the file is missing, damaged, locked or not an identity
+    database: one error line on stderr); 2 inconsistent (each finding on stdout, one a
+    line, and their number on stderr).
+    """
+    from .errors import InconsistentStoreError
+
     with _open(db) as engine:
-        result = engine.check()
+        try:
+            result = engine.check()
+        except InconsistentStoreError as exc:
+            for problem in exc.problems:
+                click.echo(problem)
+            found = len(exc.problems)
+            click.echo(
+                f"identity: inconsistent: {exc.path}: {found} problem{'s' * (found != 1)}",
+                err=True,
+            )
+            raise click.exceptions.Exit(2) from None
     click.echo(
         f"ok: {result['identities']} identities, {result['links']} links, {result['people']} people"
     )
