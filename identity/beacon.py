@@ -370,10 +370,12 @@ class Beacon:
         sent: int,
         body: str,
     ) -> None:
-        """Write one Combined Log Format line.
+        """Write one Combined Log Format line, and flush it.
 
         A POST's form body joins the query string, so that replaying the log (``identity
-        ingest``) replays every call.
+        ingest``) replays every call. The line is written and flushed to the operating system
+        before the request is answered, so every answered request is in the log even when
+        the process is killed (it reaches the disk with the system's own write-back).
         """
         target = _target(environ)
         if body:
@@ -393,6 +395,7 @@ class Beacon:
         try:
             with self._log_lock:
                 stream.write(line)
+                stream.flush()  # the log is replayable: a line must survive a kill -9
         except (OSError, ValueError):  # a closed or broken log must not fail the request
             _log.warning("identity beacon: cannot write the access log", exc_info=True)
 
@@ -429,7 +432,8 @@ def make_app(
     commit_timeout : float
         Longest a request waits for its commit before answering ``503``.
     access_log : text stream, optional
-        Where to write one Combined Log Format line per request.
+        Where to write one Combined Log Format line per request; each line is flushed
+        before its request is answered.
     clock : callable
         Returns the time in seconds; a call's receive time is its integer part on arrival.
 

@@ -3,10 +3,31 @@
 waitress is an optional dependency (``pip install 'identity[serve]'``), imported only when
 :func:`serve` runs. On SIGTERM or Ctrl-C the server stops accepting connections, commits every
 call it received, lets the waiting requests answer, and returns.
+
+Why waitress, with its own channel class
+----------------------------------------
+A complete request that reached the server is data: it must be stored or quarantined whatever
+the client does next. Stock waitress does not promise that for pipelined requests. The
+official kissmetrics-php client writes several requests on one keep-alive connection and
+closes the socket without reading the answers; waitress parses them, serves the first, and
+once a write to the closed socket fails (or it reads the end of the stream) it marks the
+channel disconnected, never runs the requests it had queued behind, and closes the socket
+with unread requests still in the kernel's buffer. No row, no quarantine entry, no log line.
+
+Rather than writing an HTTP server, :func:`serve` keeps waitress (mature parsing, limits,
+timeouts, thread pool) and gives it a channel class (:func:`reliable_channel`) that changes
+exactly that: before a connection is closed for any reason, every byte the client sent is read
+(bounded) and parsed, and every complete request is run through the application, which
+commits its call before it writes an answer (SPEC §12). When the client has gone, the answer
+is discarded. The one exception is HTTP's own: requests that follow one that ends the
+connection (``Connection: close``, HTTP/1.0 without keep-alive, or a request waitress could
+not parse, after which the framing cannot be trusted) are not processed (RFC 9112 §9.6), and a
+warning says how many were refused.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
 import logging
 import signal
@@ -14,13 +35,223 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from typing import IO
+from typing import IO, Any
 
 from .beacon import make_app
 from .engine import Engine
 from .errors import ConfigurationError
 
-__all__ = ["serve"]
+__all__ = ["reliable_channel", "serve"]
+
+#: Most bytes read from a connection that is being closed (what the client sent unread).
+DRAIN_LIMIT = 1 << 20
+
+_log = logging.getLogger("identity.beacon")
+
+
+def _ends_connection(request: Any) -> bool:
+    """Whether HTTP says nothing after `request` may be processed on its connection."""
+    if request.error is not None:
+        return True  # waitress could not parse it: the next request's framing is unknown
+    tokens = {t.strip().lower() for t in str(request.headers.get("CONNECTION", "")).split(",")}
+    if request.version == "1.1":
+        return "close" in tokens
+    return "keep-alive" not in tokens
+
+
+def _first_line(request: Any) -> str:
+    return f"{request.command} {request.path}"[:200]
+
+
+@functools.cache
+def reliable_channel() -> type[Any]:
+    """Return waitress's ``HTTPChannel`` made to run every complete request it received.
+
+    A subclass, built on first use so that waitress stays optional. Differences from
+    ``waitress.channel.HTTPChannel`` (waitress 3):
+
+    - :meth:`handle_close` (the one place a channel's socket is closed) first reads what the
+      client sent and the channel has not read yet (at most :data:`DRAIN_LIMIT` bytes), and
+      queues its complete requests.
+    - :meth:`service` runs every queued request through the application, also after the client
+      has gone or a write failed (the answer is then discarded, the call is committed), except
+      after a request that ends the connection by HTTP's rules.
+    - While the server is stopping (``server.identity_stopping``), it reads no more from its
+      socket (what was sent is still drained and processed when the channel is closed).
+
+    Returns
+    -------
+    type
+        The channel class, to set as the server's ``channel_class``.
+
+    Raises
+    ------
+    ImportError
+        waitress is not installed.
+    """
+    channel_module: Any = importlib.import_module("waitress.channel")
+    disconnected: type[Exception] = channel_module.ClientDisconnected
+
+    class ReliableChannel(channel_module.HTTPChannel):  # type: ignore[misc]
+        """An HTTP channel that loses no complete request (see :func:`reliable_channel`)."""
+
+        # waitress's own attributes, as this class uses them
+        request: Any
+        requests: list[Any]
+        current_outbuf_count: int
+
+        #: The client is gone or its answers cannot be sent: serve on, discard answers.
+        orphaned = False
+        #: A request ended the connection: nothing after it is processed.
+        ended = False
+        #: The socket was read to its end before closing.
+        drained = False
+
+        def readable(self) -> bool:
+            if getattr(self.server, "identity_stopping", False):
+                return False
+            return bool(super().readable())
+
+        def handle_close(self) -> None:
+            if not self.drained:
+                self.drained = True
+                try:
+                    self._drain()
+                except Exception:  # pragma: no cover - never keep a socket open for this
+                    _log.exception("identity beacon: reading a closing connection failed")
+            super().handle_close()
+
+        def write_soon(self, data: Any) -> int:
+            if self.orphaned:
+                raise disconnected
+            return int(super().write_soon(data))
+
+        def _drain(self) -> None:
+            """Read what the client sent that is still unread; queue its complete requests."""
+            sock = self.socket
+            if sock is None:
+                return
+            chunks: list[bytes] = []
+            total = 0
+            while total < DRAIN_LIMIT:
+                try:
+                    data = sock.recv(self.adj.recv_bytes)
+                except OSError:  # nothing more for now (EAGAIN), or the connection broke
+                    break
+                if not data:
+                    break
+                chunks.append(data)
+                total += len(data)
+            if total >= DRAIN_LIMIT:
+                _log.warning(
+                    "identity beacon: %s: stopped reading a closing connection after %d bytes",
+                    self.addr,
+                    total,
+                )
+            with self.requests_lock:
+                if chunks:
+                    self._parse(b"".join(chunks))
+                partial = self.request
+                self.request = None
+            if partial is not None and (partial.header_plus or partial.headers_finished):
+                _log.warning(
+                    "identity beacon: %s: a request cut short (%d bytes received) "
+                    "was not processed",
+                    self.addr,
+                    partial.header_bytes_received + partial.body_bytes_received,
+                )
+
+        def _parse(self, data: bytes) -> None:
+            """Parse `data` into requests and queue them (as ``received`` does, closing or not).
+
+            The caller holds ``requests_lock``.
+            """
+            while data:
+                if self.request is None:
+                    self.request = self.parser_class(self.adj)
+                request = self.request
+                used = request.received(data)
+                if request.completed:
+                    self.request = None
+                    if not request.empty:
+                        self._queue(request)
+                elif used <= 0:  # pragma: no cover - the parser always makes progress
+                    break
+                if used >= len(data):
+                    break
+                data = data[used:]
+
+        def _queue(self, request: Any) -> None:
+            if self.ended:
+                self._refuse([request])
+                return
+            self.requests.append(request)
+            if len(self.requests) == 1:
+                self.server.add_task(self)
+
+        def _refuse(self, requests: list[Any]) -> None:
+            if not requests:
+                return
+            _log.warning(
+                "identity beacon: %s: %d request(s) sent after one that closed the connection "
+                "were not processed (RFC 9112), first: %s",
+                self.addr,
+                len(requests),
+                _first_line(requests[0]),
+            )
+            for request in requests:
+                request.close()
+
+        def service(self) -> None:
+            """Run the first queued request, and schedule the next one (also when orphaned)."""
+            request = self.requests[0]
+            ends = _ends_connection(request)
+            if request.error is not None:
+                task = self.error_task_class(self, request)
+            else:
+                task = self.task_class(self, request)
+            try:
+                task.service()  # the beacon commits the call before it writes anything
+            except disconnected:
+                task.close_on_finish = True
+            except Exception:
+                self.logger.exception("Exception while serving %s", request.path)
+                task.close_on_finish = True
+            if not ends and not task.close_on_finish and len(self.requests) > 1:
+                self._flush_outbufs_below_high_watermark()
+            if self.current_outbuf_count > 0:
+                # as waitress does: the next answer starts a new buffer
+                self.current_outbuf_count = self.adj.outbuf_high_watermark
+            request.close()
+            with self.requests_lock:
+                self.requests.pop(0)
+                if ends:
+                    self.ended = True
+                    self._refuse(self.requests)
+                    self.requests = []
+                    self.close_when_flushed = True
+                elif task.close_on_finish or not self.connected:
+                    # Answers can no longer be delivered in order: close the connection
+                    # (once what was written is flushed) but serve what was received.
+                    self.orphaned = True
+                    self.close_when_flushed = True
+                if self.requests:
+                    self.server.add_task(self)
+                elif (
+                    self.connected
+                    and not self.orphaned
+                    and not self.ended
+                    and self.request is not None
+                    and self.request.expect_continue
+                    and self.request.headers_finished
+                    and not self.sent_continue
+                ):
+                    self.send_continue()
+            if self.connected:
+                self.server.pull_trigger()
+            self.last_activity = time.time()
+
+    return ReliableChannel
 
 
 def serve(
@@ -35,13 +266,14 @@ def serve(
     max_query: int = 8192,
     access_log: IO[str] | None = sys.stderr,
     messages: IO[str] = sys.stderr,
+    stop_timeout: float = 10.0,
 ) -> dict[str, int]:
     """Serve the beacon with waitress until SIGTERM or Ctrl-C, then stop gracefully.
 
-    On the signal the server stops accepting connections, commits every call received and
-    answers the requests waiting for it, then returns. A second signal stops at once (calls
-    received are still committed). Needs the ``serve`` extra (``pip install
-    'identity[serve]'``).
+    On the signal the server stops accepting connections and reading new requests, runs every
+    request it has received (also those a client sent and then hung up on), commits their
+    calls and answers them, then returns. A second signal stops at once (calls received are
+    still committed). Needs the ``serve`` extra (``pip install 'identity[serve]'``).
 
     Parameters
     ----------
@@ -53,11 +285,15 @@ def serve(
     threads : int
         Request threads: how many requests can wait for a commit at once.
     batch_size, max_wait, max_body, max_query
-        As in :func:`make_app`.
+        As in :func:`~identity.beacon.make_app`.
     access_log : text stream, optional
-        Combined Log Format access log (default: stderr).
+        Combined Log Format access log (default: stderr), flushed after every line.
     messages : text stream
         Where to say where it listens and what it committed.
+    stop_timeout : float
+        Longest time, in seconds, a graceful stop waits, in all, for the requests received
+        to be served, committed and answered; then the server stops anyway (requests still
+        waiting for a commit are not answered, so their clients retry).
 
     Returns
     -------
@@ -72,6 +308,7 @@ def serve(
     try:
         waitress_server = importlib.import_module("waitress.server")
         wasyncore = importlib.import_module("waitress.wasyncore")
+        channel_class = reliable_channel()
     except ImportError:
         raise ConfigurationError(
             "identity serve needs waitress: pip install 'identity[serve]'"
@@ -100,6 +337,8 @@ def serve(
     except BaseException:
         app.close()
         raise
+    server.channel_class = channel_class
+    server.identity_stopping = False
     print(
         f"identity: serving on http://{server.effective_host}:{server.effective_port} "
         f"(db {engine.path}; Ctrl-C or SIGTERM to stop)",
@@ -107,6 +346,10 @@ def serve(
         flush=True,
     )
     stopping = threading.Event()
+    stop_by = [float("inf")]  # when a graceful stop must be over (time.monotonic)
+
+    def left() -> float:
+        return max(0.0, stop_by[0] - time.monotonic())
 
     def in_loop(action: Callable[[], None]) -> None:
         """Run `action` in the server's event-loop thread and wait for it (1 s at most)."""
@@ -121,32 +364,43 @@ def serve(
         server.trigger.pull_trigger(thunk)
         done.wait(1.0)
 
-    def close_everything() -> None:
+    def settle(channels: list[Any], *, flushed: bool) -> None:
+        """Wait (until the stop's deadline) until `channels` have served what they received."""
+        while left() > 0 and (
+            getattr(server.task_dispatcher, "queue", None)
+            or app.in_flight
+            or any(ch.requests for ch in channels)
+            or (flushed and any(ch.total_outbufs_len for ch in channels if ch.connected))
+        ):
+            time.sleep(0.01)
+
+    def stop_reading() -> None:
+        wasyncore.dispatcher.close(server)  # stop accepting connections
+        server.identity_stopping = True  # channels read no more new requests
+
+    def close_channels() -> None:
         for channel in list(server.active_channels.values()):
-            channel.close()
+            channel.handle_close()  # reads what the client sent first, and queues it
+
+    def close_everything() -> None:
         for dispatcher in list(getattr(server, "_map", {}).values()):
             dispatcher.close()
 
     def graceful(signum: int) -> None:
         print(f"identity: {signal.Signals(signum).name}: stopping", file=messages, flush=True)
-        in_loop(lambda: wasyncore.dispatcher.close(server))  # stop accepting connections
-        deadline = time.monotonic() + 5.0
-        while time.monotonic() < deadline and getattr(server.task_dispatcher, "queue", None):
-            time.sleep(0.01)  # requests read but not yet handed to the app: let them in
-        app.close()  # commit what was received; waiting requests get their answers
-        deadline = time.monotonic() + 10.0
-        while app.in_flight and time.monotonic() < deadline:
-            time.sleep(0.01)
-        while time.monotonic() < deadline and any(
-            getattr(ch, "total_outbufs_len", 0) for ch in list(server.active_channels.values())
-        ):
-            time.sleep(0.01)
+        in_loop(stop_reading)
+        channels = list(server.active_channels.values())
+        settle(channels, flushed=True)  # every request received is served and answered
+        in_loop(close_channels)
+        settle(channels, flushed=False)  # and what was drained from the closed sockets
+        app.close(left())  # commit what is left; later requests get 503
         in_loop(close_everything)
 
     def on_signal(signum: int, frame: object) -> None:
         if stopping.is_set():
             raise KeyboardInterrupt
         stopping.set()  # the work is done in a thread: a handler must not block the loop
+        stop_by[0] = time.monotonic() + stop_timeout
         threading.Thread(
             target=graceful, args=(signum,), name="identity-shutdown", daemon=True
         ).start()
@@ -157,8 +411,8 @@ def serve(
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        app.close()
-        server.task_dispatcher.shutdown(timeout=5)
+        app.close(min(left(), stop_timeout))
+        server.task_dispatcher.shutdown(timeout=min(left(), 5.0))
         if getattr(server, "socket", None) is not None:
             server.close()
     counts = app.writer.stats()
