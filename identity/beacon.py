@@ -6,7 +6,8 @@ parsed into :class:`~identity.calls.Call` values in the request's thread and han
 <identity.engine.Engine.apply_batch>`: one transaction and one fsync for many requests. A request
 is answered only once its call is committed: ``200`` with a transparent 1x1 GIF (SPEC §12), also
 for calls that were quarantined (SPEC §4), or ``503`` when the commit failed, so that the client
-retries. ``/healthz`` answers ``ok`` for load balancers; other paths get ``404``, other methods
+retries. ``/healthz`` answers ``ok`` for load balancers (``503`` while stopping, or while a
+commit has taken longer than ``commit_timeout``); other paths get ``404``, other methods
 ``405``, an unexpected error ``500``, each with a short text body and never a traceback.
 
 Examples
@@ -303,9 +304,11 @@ class Beacon:
         if kind == "healthz":
             if method not in ("GET", "HEAD"):
                 return (*_text("405 Method Not Allowed", "method not allowed", _ALLOW_READ), "")
-            if self.writer.accepting:
-                return (*_text("200 OK", "ok"), "")
-            return (*_text("503 Service Unavailable", "stopping"), "")
+            if not self.writer.accepting:
+                return (*_text("503 Service Unavailable", "stopping"), "")
+            if self.writer.committing_for() > self.commit_timeout:
+                return (*_text("503 Service Unavailable", "commit stalled"), "")
+            return (*_text("200 OK", "ok"), "")
         if kind not in KINDS:
             return (*_text("404 Not Found", "not found"), "")
         if method not in ("GET", "HEAD", "POST"):

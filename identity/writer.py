@@ -116,6 +116,7 @@ class Writer:
         #: "idle": waiting for a call; "filling": waiting for a batch to fill; "busy"
         self._state = "busy"
         self._counts = {"calls": 0, "batches": 0, "failed": 0}
+        self._committing_since: float | None = None
         self._thread = threading.Thread(target=self._run, name="identity-writer", daemon=True)
         self._thread.start()
 
@@ -198,6 +199,16 @@ class Writer:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def committing_for(self) -> float:
+        """Return how long, in seconds, the batch being committed has taken so far (0: none).
+
+        A commit that takes longer than requests are willing to wait means the writer is stuck
+        (on the disk, or on a call the engine cannot finish): the beacon's ``/healthz`` then
+        answers ``503``, so that a load balancer sends the traffic elsewhere.
+        """
+        since = self._committing_since
+        return 0.0 if since is None else max(0.0, time.monotonic() - since)
+
     def stats(self) -> dict[str, int]:
         """Return counts so far: ``calls`` committed, ``batches`` committed, ``failed`` calls."""
         with self._cond:
@@ -261,6 +272,7 @@ class Writer:
     def _commit(self, batch: _Batch) -> None:
         calls = batch.calls
         failed: frozenset[int] = frozenset()
+        self._committing_since = time.monotonic()
         try:
             self._apply(calls)
         except Exception:
@@ -270,6 +282,8 @@ class Writer:
                 "identity beacon: commit of %d calls failed; they are answered 503", len(calls)
             )
             failed = frozenset(range(len(calls)))
+        finally:
+            self._committing_since = None
         with self._cond:
             if failed:
                 self._counts["failed"] += len(failed)

@@ -471,6 +471,36 @@ def test_a_store_failure_fails_the_whole_batch_once_and_the_writer_goes_on(
         assert again.commit(parse_query("/e?_k=K&_p=a&_n=x", received=1))
 
 
+def test_healthz_says_when_a_commit_is_stalled(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    entered, gate = threading.Event(), threading.Event()
+    real = engine.apply_batch
+
+    def stuck(batch: list[Any], **kwargs: Any) -> Any:
+        entered.set()
+        gate.wait(10)
+        return real(batch, **kwargs)
+
+    monkeypatch.setattr(engine, "apply_batch", stuck)
+    answers: list[Answer] = []
+    with make_app(engine, commit_timeout=0.05) as app:
+        assert request(app, "/healthz").body == b"ok\n"
+        sender = threading.Thread(
+            target=lambda: answers.append(request(app, "/e", "_k=K&_p=bob&_n=x"))
+        )
+        sender.start()
+        assert entered.wait(10)
+        wait_for(lambda: app.writer.committing_for() > 0.05, "a stalled commit")
+        stalled = request(app, "/healthz")
+        sender.join(10)
+        assert answers[0].code == 503  # it waited commit_timeout, not forever
+        gate.set()
+        wait_for(lambda: app.writer.committing_for() == 0, "the commit")
+        assert request(app, "/healthz").body == b"ok\n"
+    assert (stalled.code, stalled.body) == (503, b"commit stalled\n")
+
+
 # --- group commit ------------------------------------------------------------------------
 
 
