@@ -314,3 +314,40 @@ def test_sigterm_works_while_the_writer_is_stuck_on_one_call(tmp_path: Path) -> 
     with Engine(db, create=False) as engine:
         assert stored_seqs(engine, "K") == [0]
         assert not engine.same_person("K", "stuck", "stuck")
+
+
+def status(sock: socket.socket) -> int:
+    return int(sock.recv(1024).split(b" ", 2)[1])
+
+
+def test_oversized_requests_get_a_safe_answer_and_the_server_stays_up(tmp_path: Path) -> None:
+    db = tmp_path / "big.db"
+    server = Server(db, tmp_path / "serve.err", "--access-log", os.devnull)
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+        long_query = "/s?_k=K&_p=bob&x=" + "y" * 100_000
+        assert get(conn, long_query)[0] == 200  # beyond max_query: quarantined, answered
+        conn.close()
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+            sock.sendall(
+                b"GET /e?_k=K HTTP/1.1\r\nHost: x\r\nX-Big: " + b"z" * 300_000 + b"\r\n\r\n"
+            )
+            assert status(sock) == 431  # headers are bounded
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+            sock.sendall(b"POST /e HTTP/1.1\r\nHost: x\r\nContent-Length: 50000000\r\n\r\n_k=K")
+            assert status(sock) == 413  # not read, not waited for
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+            head = b"POST /e HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+            chunk = b"10000\r\n" + b"a" * 0x10000 + b"\r\n"
+            sock.sendall(head + chunk * 20)  # 1.3 MB, no length given
+            assert status(sock) == 413
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+        assert get(conn, "/healthz")[0] == 200
+        conn.close()
+    finally:
+        code = server.stop()
+    assert code == 0, server.text()
+    with Engine(db, create=False) as engine:
+        [item] = engine.quarantine()
+        assert (item.reason, item.tenant) == ("too_large", "K")
+        assert len(item.raw) < 2000
