@@ -505,7 +505,7 @@ def _describe_process(pid: int) -> str:
     rest = args[1:]
     if shown[0].startswith("python") and rest and not rest[0].startswith("-"):
         shown.append(os.path.basename(rest.pop(0)))
-    command = " ".join(shown + rest)
+    command = " ".join(" ".join(shown + rest).split())  # one line, whatever the arguments
     if len(command) > 100:
         command = command[:97] + "..."
     return f"pid {pid}: {command}"
@@ -748,12 +748,18 @@ class Store:
     def _prepare(self, memory: bool, create: bool, durable: bool, settings: dict[str, str]) -> None:
         conn = self.conn
         try:
-            tables = set(self.db.table_names())
-        except ReadOnlyDatabaseError as exc:
+            with self.boundary:
+                tables = set(self.db.table_names())
+        except StoreError as exc:
+            # read-only, a log beside it (else it would be immutable), and SQLite cannot
+            # create or recover the -shm file it needs to read that log
+            if self.readonly_reason is None or type(exc) not in (StoreError, ReadOnlyDatabaseError):
+                raise
+            log = os.path.basename(self.path) + "-wal"
             raise ReadOnlyDatabaseError(
                 self.path,
-                f"cannot read it: {self.readonly_reason or 'it is read-only'}, and SQLite must "
-                f"write its -wal/-shm files to read it; open it once with write access",
+                f"cannot read it: it has a write-ahead log ({log}) that SQLite can only read "
+                f"with write access ({self.readonly_reason}); open it once with write access",
             ) from exc
         if not tables:
             if not create:

@@ -5,8 +5,16 @@ from pathlib import Path
 
 import pytest
 
-from identity import Engine, InconsistentStoreError, StoreError
-from identity.store import SCHEMA_VERSION
+from identity import (
+    DamagedDatabaseError,
+    DatabaseLockedError,
+    DiskFullError,
+    Engine,
+    InconsistentStoreError,
+    ReadOnlyDatabaseError,
+    StoreError,
+)
+from identity.store import SCHEMA_VERSION, Store, sqlite_error
 
 
 def test_reopen_restores_everything(tmp_path: Path) -> None:
@@ -123,3 +131,195 @@ def test_check_finds_a_person_its_links_do_not_connect(tmp_path: Path) -> None:
         engine.check()
     assert "not connected" in str(caught.value)
     assert "size" in str(caught.value)
+
+
+# -- the error boundary -----------------------------------------------------------------
+
+
+def sqlite_exception(kind: type[sqlite3.Error], message: str, code: int) -> sqlite3.Error:
+    exc = kind(message)
+    exc.sqlite_errorcode = code  # type: ignore[attr-defined]
+    return exc
+
+
+@pytest.mark.parametrize(
+    ("kind", "message", "code", "expected"),
+    [
+        (sqlite3.OperationalError, "database is locked", 5, DatabaseLockedError),
+        (sqlite3.OperationalError, "database table is locked", 6, DatabaseLockedError),
+        (
+            sqlite3.OperationalError,
+            "attempt to write a readonly database",
+            8,
+            ReadOnlyDatabaseError,
+        ),
+        (
+            sqlite3.OperationalError,
+            "attempt to write a readonly database",
+            1544,
+            ReadOnlyDatabaseError,
+        ),
+        (sqlite3.OperationalError, "database or disk is full", 13, DiskFullError),
+        (sqlite3.DatabaseError, "database disk image is malformed", 11, DamagedDatabaseError),
+        (sqlite3.DatabaseError, "file is not a database", 26, DamagedDatabaseError),
+        (sqlite3.OperationalError, "disk I/O error", 522, DamagedDatabaseError),
+        (sqlite3.OperationalError, "disk I/O error", 10, StoreError),
+        (sqlite3.OperationalError, "unable to open database file", 14, StoreError),
+        (sqlite3.OperationalError, "no such table: inputs", 1, StoreError),
+        (sqlite3.OperationalError, "interrupted", 9, StoreError),
+        (sqlite3.InternalError, "internal", 2, StoreError),
+        (sqlite3.IntegrityError, "UNIQUE constraint failed: links.a, links.b", 2067, None),
+        (sqlite3.DataError, "string or blob too big", 18, None),
+        (sqlite3.InterfaceError, "bad parameter or other API misuse", 21, None),
+        (
+            sqlite3.ProgrammingError,
+            "Error binding parameter 1: type 'object' is not supported",
+            0,
+            None,
+        ),
+    ],
+)
+def test_one_mapping_from_sqlite_errors(
+    kind: type[sqlite3.Error], message: str, code: int, expected: type[StoreError] | None
+) -> None:
+    # without sqlite_errorcode (Python 3.10) the message tells, less finely
+    fallback = StoreError if code == 522 else expected
+    for exc, wanted in (
+        (sqlite_exception(kind, message, code), expected),
+        (kind(message), fallback),
+    ):
+        error = sqlite_error("app.db", exc)
+        expected = wanted
+        if expected is None:
+            assert error is None
+        else:
+            assert type(error) is expected
+            assert error is not None
+            assert error.path == "app.db"
+            assert "\n" not in str(error)
+
+
+def test_value_errors_are_never_store_errors() -> None:
+    store = Store(":memory:")
+    with store.transaction():
+        store.insert_identities([(1, "K", "a", 1, 1, None)])
+    for rows, error in [
+        ([(1, "K", "b", 1, 1, None)], sqlite3.IntegrityError),  # a duplicate row id
+        ([(2**70, "K", "b", 1, 1, None)], OverflowError),  # too large for SQLite INTEGER
+        ([(3, "K", object(), 1, 1, None)], sqlite3.ProgrammingError),  # cannot be bound
+        ([(3, "K")], sqlite3.ProgrammingError),  # wrong number of values
+    ]:
+        with pytest.raises(error) as caught, store.transaction():
+            store.insert_identities(rows)  # type: ignore[arg-type]
+        assert not isinstance(caught.value, StoreError)
+    assert store.counts()["identities"] == 1
+    with store.transaction():  # every failed transaction was rolled back
+        store.insert_identities([(2, "K", "b", 1, 1, None)])
+
+
+def test_a_failed_commit_is_rolled_back_and_the_next_transaction_begins() -> None:
+    store = Store(":memory:")
+    conn = store.conn
+    conn.execute("PRAGMA foreign_keys = ON")
+    conn.execute("CREATE TEMP TABLE parent (id INTEGER PRIMARY KEY)")
+    conn.execute(
+        "CREATE TEMP TABLE child (parent INTEGER REFERENCES parent (id) "
+        "DEFERRABLE INITIALLY DEFERRED)"
+    )
+    with pytest.raises(sqlite3.IntegrityError, match="FOREIGN KEY"), store.transaction():  # noqa: PT012
+        store.set_meta("generation", "7")
+        conn.execute("INSERT INTO child VALUES (1)")  # refused only by COMMIT
+    assert not conn.in_transaction
+    assert store.meta("generation") == "0"
+    with store.transaction():
+        store.set_meta("generation", "8")
+    assert store.meta("generation") == "8"
+
+
+class FailingConnection:
+    """A connection whose every statement fails as a broken disk would."""
+
+    in_transaction = False
+
+    def _fail(self, *args: object) -> None:
+        raise sqlite_exception(sqlite3.OperationalError, "disk I/O error", 10)
+
+    execute = executemany = close = _fail
+
+
+STORE_CALLS: dict[str, tuple[object, ...]] = {
+    "meta": ("generation",),
+    "set_meta": ("generation", "1"),
+    "batch_state": (),
+    "next_identity_id": (),
+    "max_ids": (),
+    "find_ids": ("K", ["a"]),
+    "persons_of": ([1],),
+    "insert_identities": ([],),
+    "touch_identities": ([],),
+    "relabel": ([],),
+    "delete_persons": ([],),
+    "upsert_persons": ([],),
+    "upsert_links": ([],),
+    "upsert_events": ([],),
+    "upsert_properties": ([],),
+    "upsert_quarantine": ([],),
+    "input_state": ("f",),
+    "record_input": ("f", "1:ab", 1, 1),
+    "received_for": ("ab",),
+    "identity": ("K", "a"),
+    "members": (1,),
+    "identities_by_id": ([1],),
+    "neighbours": ([1], 5),
+    "property_records": ([1],),
+    "events_of": ([1],),
+    "tenant_members": ("K",),
+    "tenant_properties": ("K",),
+    "tenant_event_counts": ("K",),
+    "tenant_identities": ("K", 5),
+    "tenant_links": ("K",),
+    "tenants": (),
+    "quarantine": (),
+    "counts": (),
+    "identity_persons": (),
+    "inconsistencies": (),
+    "all_links": (),
+    "quick_check": (),
+    "export_identities": ("K",),
+    "export_events": (1,),
+    "export_properties": (1,),
+    "export_links": (1,),
+    "checkpoint": (),
+    "close": (),
+}
+
+
+def test_every_store_method_goes_through_the_boundary() -> None:
+    public = {
+        name
+        for name, value in vars(Store).items()
+        if callable(value) and not name.startswith("_") and name not in ("transaction", "savepoint")
+    }
+    assert public == set(STORE_CALLS), "a new Store method: add it here"
+    store = Store(":memory:")
+    real = store.conn
+    store.conn = FailingConnection()  # type: ignore[assignment]
+    for name, args in STORE_CALLS.items():
+        keywords = {"finished": True, "updated": 1} if name == "record_input" else {}
+        with pytest.raises(StoreError, match="I/O error") as caught:  # noqa: PT012
+            result = getattr(store, name)(*args, **keywords)
+            list(result)  # a stream fails when it is read, if not before
+        assert isinstance(caught.value.__cause__, sqlite3.OperationalError), name
+    for block in (store.transaction, store.savepoint):
+        with pytest.raises(StoreError, match="I/O error"), block():
+            pass  # pragma: no cover
+    real.close()
+
+
+def test_checkpoint(tmp_path: Path) -> None:
+    with Engine(tmp_path / "id.db") as engine:
+        engine.alias("K", "a", "b", t=1)
+        busy, frames, done = engine.store.checkpoint("TRUNCATE")
+        assert (busy, frames, done) == (0, 0, 0)
+        with pytest.raises(ValueError, match="checkpoint mode"):
+            engine.store.checkpoint("SOMETIME")
