@@ -4,7 +4,8 @@ Everything a batch does is order-independent by construction: identity times are
 person ids are the smallest member, a duplicate keeps the smallest ``(t, name, ...)`` and
 is counted, the partition is the connected components of the links. Work is aggregated
 in Python first (one row per identity, link, event and property record of the batch) and
-written with ``executemany``; a merge relabels the smaller person only.
+written with ``executemany``; a merge relabels the smaller person only (the write path's
+union-find is :class:`identity.core.UnionFind`, over persons weighted by their sizes).
 """
 
 from __future__ import annotations
@@ -13,13 +14,14 @@ import hashlib
 import json
 from array import array
 from collections.abc import Sequence
-from typing import Any
+from typing import NamedTuple
 
 from .calls import Call
+from .core import UnionFind
 from .records import Summary
-from .store import Store
+from .store import EventRow, IdentityRow, LinkRow, PersonRow, PropertyRow, QuarantineRow, Store
 
-__all__ = ["IdentityCache", "apply_batch", "fingerprint"]
+__all__ = ["BatchResult", "BatchState", "IdentityCache", "apply_batch", "fingerprint"]
 
 _NEVER = 2**62  # "not a Customer ID" while aggregating (stored as NULL)
 
@@ -60,9 +62,7 @@ class IdentityCache:
         self.since = array("q")
         self.complete = False
 
-    def update(
-        self, ids: dict[str, dict[str, int]], times: dict[int, tuple[int, int]]
-    ) -> None:
+    def update(self, ids: dict[str, dict[str, int]], times: dict[int, tuple[int, int]]) -> None:
         """Remember what a committed batch wrote."""
         for tenant, names in ids.items():
             self.ids.setdefault(tenant, {}).update(names)
@@ -87,11 +87,49 @@ def _properties_json(properties: tuple[tuple[str, str, str], ...]) -> str:
         return "{}"
     pairs = [f"{_quote(name)}:{_quote(value)}" for _, name, value in properties]
     return "{" + ",".join(pairs) + "}"
+
+
 _blake2b = hashlib.blake2b
 
 
 def _digest(text: str) -> bytes:
     return _blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+
+
+class BatchState(NamedTuple):
+    """What a write batch reads first, in its transaction (:meth:`Store.batch_state`)."""
+
+    #: The row id the next new identity gets.
+    next_id: int
+    #: The largest event, property record and link row ids before the batch: rows of these
+    #: tables are never deleted, so the difference after the batch counts the new ones.
+    events: int
+    records: int
+    links: int
+
+
+class BatchResult(NamedTuple):
+    """What :func:`apply_batch` did and what the identity cache learns once it commits."""
+
+    summary: Summary
+    #: ``{tenant: {identity: row id}}`` of every identity the batch named.
+    ids: dict[str, dict[str, int]]
+    #: ``{row id: (first_seen, customer_since)}`` written or read by the batch
+    #: (``customer_since`` of a non-customer is a large sentinel).
+    times: dict[int, tuple[int, int]]
+
+
+class _Resolved(NamedTuple):
+    """Step 1: the identities of a batch, with their row ids."""
+
+    #: ``{tenant: {identity: [earliest t, earliest Customer-ID t]}}``
+    seen: dict[str, dict[str, list[int]]]
+    ids: dict[str, dict[str, int]]
+    #: identities created by the batch, ``{tenant: {identity: row id}}``
+    created: dict[str, dict[str, int]]
+    #: ``(first_seen, customer_since)`` of stored identities the cache did not know
+    stored_times: dict[int, tuple[int, int]]
+    first_new: int
 
 
 def apply_batch(
@@ -100,9 +138,14 @@ def apply_batch(
     cache: IdentityCache,
     *,
     loose: bool = False,
-    state: tuple[int, int, int, int] | None = None,
-) -> tuple[Summary, dict[str, dict[str, int]], dict[int, tuple[int, int]]]:
+    state: BatchState | None = None,
+) -> BatchResult:
     """Apply `calls` inside the store's open transaction.
+
+    Four steps, one function each: quarantine the refused calls; resolve the identities
+    named (:func:`_resolve`); write the alias links and the merges they make
+    (:func:`_merge`), then the identities (:func:`_write_identities`); write the events
+    and property records (:func:`_write_events`).
 
     Parameters
     ----------
@@ -114,51 +157,60 @@ def apply_batch(
         Known row ids; not modified here.
     loose : bool
         Use the loose duplicate-event rule (property values ignored).
-    state : tuple, optional
-        ``(next identity id, largest event, property record and link ids)`` as read at
-        the start of the transaction (:meth:`Store.batch_state`); read here when omitted.
+    state : BatchState, optional
+        As read at the start of the transaction; read here when omitted.
 
     Returns
     -------
-    summary : Summary
-        What the batch did.
-    ids : dict
-        ``{tenant: {identity: row id}}`` of every identity the batch named, to add to the
-        cache once the transaction is committed.
-    times : dict
-        ``{row id: (first_seen, customer_since)}`` written or read by the batch, for the
-        cache too (``customer_since`` of a non-customer is a large sentinel).
+    BatchResult
+        The summary, and what to add to the cache once the transaction is committed.
     """
     summary = Summary(calls=len(calls), batches=1)
-    quarantine: dict[bytes, list[object]] = {}
+    accepted = _quarantine(store, calls, summary)
+    summary.accepted = len(accepted)
+    if not accepted:
+        return BatchResult(summary, {}, {})
+    if state is None:
+        state = BatchState(store.next_identity_id(), *store.max_ids())
+    resolved = _resolve(store, accepted, cache, state.next_id)
+    summary.new_identities = sum(len(c) for c in resolved.created.values())
+    person_of, n_links = _merge(store, accepted, resolved, summary)
+    times = _write_identities(store, resolved, cache, person_of)
+    n_events, n_records = _write_events(store, accepted, resolved.ids, loose)
+    after_events, after_records, after_links = store.max_ids()
+    summary.duplicate_events = n_events - (after_events - state.events)
+    summary.duplicate_properties = n_records - (after_records - state.records)
+    summary.duplicate_aliases = n_links - (after_links - state.links)
+    return BatchResult(summary, resolved.ids, times)
+
+
+def _quarantine(store: Store, calls: Sequence[Call], summary: Summary) -> list[Call]:
+    """Store the refused calls and return the accepted ones.
+
+    The same raw call, reason and receive time is stored once, with a count.
+    """
+    quarantine: dict[bytes, QuarantineRow] = {}
     accepted: list[Call] = []
     for call in calls:
         if call.reason is None:
             accepted.append(call)
             continue
         summary.quarantined[call.reason] = summary.quarantined.get(call.reason, 0) + 1
-        qkey = fingerprint(call.raw, call.reason, call.received)
-        row = quarantine.get(qkey)
+        key = fingerprint(call.raw, call.reason, call.received)
+        row = quarantine.get(key)
         if row is None:
-            quarantine[qkey] = [
-                qkey,
-                call.tenant,
-                call.reason,
-                call.raw,
-                call.received,
-                call.source,
-                1,
-            ]
+            quarantine[key] = QuarantineRow(
+                key, call.tenant, call.reason, call.raw, call.received, call.source, 1
+            )
         else:
-            row[5] = min(str(row[5]), call.source)
-            row[6] = int(str(row[6])) + 1
-    summary.accepted = len(accepted)
+            quarantine[key] = row._replace(source=min(row.source, call.source), sent=row.sent + 1)
     if quarantine:
-        store.upsert_quarantine(tuple(r) for r in quarantine.values())
-    if not accepted:
-        return summary, {}, {}
+        store.upsert_quarantine(quarantine.values())
+    return accepted
 
-    # 1. identities named by the batch, with their earliest times
+
+def _resolve(store: Store, accepted: list[Call], cache: IdentityCache, next_id: int) -> _Resolved:
+    """Step 1: every identity the batch names, its earliest times, and its row id."""
     seen: dict[str, dict[str, list[int]]] = {}
     last_tenant: str | None = None
     names: dict[str, list[int]] = {}
@@ -183,14 +235,10 @@ def apply_batch(
                 names[other] = [call.t, _NEVER]
             elif call.t < entry[0]:
                 entry[0] = call.t
-
-    if state is None:
-        state = (store.next_identity_id(), *store.max_ids())
-    next_id, before_events, before_records, before_links = state
     first_new = next_id
     complete = cache.complete or next_id == 1
     ids: dict[str, dict[str, int]] = {}
-    new_ids: dict[str, dict[str, int]] = {}
+    created_ids: dict[str, dict[str, int]] = {}
     stored_times: dict[int, tuple[int, int]] = {}
     for tenant, names in seen.items():
         known = cache.ids.get(tenant, {})
@@ -198,7 +246,7 @@ def apply_batch(
         missing = [name for name in names if name not in resolved]
         if missing:
             found = {} if complete else store.find_ids(tenant, missing)
-            created = new_ids.setdefault(tenant, {})
+            created = created_ids.setdefault(tenant, {})
             for name in missing:
                 if name in found:
                     row_id, first_seen, since = found[name]
@@ -208,84 +256,93 @@ def apply_batch(
                     resolved[name] = created[name] = next_id
                     next_id += 1
         ids[tenant] = resolved
-    summary.new_identities = next_id - first_new
+    return _Resolved(seen, ids, created_ids, stored_times, first_new)
 
-    # 2. alias links of the batch, then the merges they make
-    links: dict[tuple[int, int], list[Any]] = {}
+
+def _merge(
+    store: Store, accepted: list[Call], resolved: _Resolved, summary: Summary
+) -> tuple[dict[int, int], int]:
+    """Step 2: write the batch's alias links and the merges they make.
+
+    The persons of the links' endpoints go into a :class:`~identity.core.UnionFind`,
+    weighted by their stored sizes, so that union by size picks the larger person of each
+    merge as the survivor: only the absorbed side is relabelled. Returns the person of
+    every endpoint identity created by the batch, and the number of links sent.
+    """
+    links: dict[tuple[int, int], LinkRow] = {}
     n_links = 0
     for call in accepted:
         if call.kind != "a" or call.identity == call.name:
             continue
         n_links += 1
-        tenant_ids = ids[call.tenant or ""]
+        tenant_ids = resolved.ids[call.tenant or ""]
         x, y = tenant_ids[call.identity or ""], tenant_ids[call.name or ""]
         pair = (x, y) if x < y else (y, x)
         link = links.get(pair)
         if link is None:
-            links[pair] = [call.t, 1, call.source]
+            links[pair] = LinkRow(pair[0], pair[1], call.t, 1, call.source)
+        elif (call.t, call.source) < (link.t, link.source):
+            links[pair] = LinkRow(pair[0], pair[1], call.t, link.sent + 1, call.source)
         else:
-            if (call.t, call.source) < (int(link[0]), str(link[2])):
-                link[0], link[2] = call.t, call.source
-            link[1] = int(link[1]) + 1
+            links[pair] = link._replace(sent=link.sent + 1)
+    if not links:
+        return {}, n_links
     # persons of the link endpoints; a new identity starts as its own person
     endpoints = {x for pair in links for x in pair}
+    first_new = resolved.first_new
     person_of: dict[int, int] = {}
-    parent: dict[int, int] = {}
-    size: dict[int, int] = {}
     display: dict[int, str] = {}
     tenant_of: dict[int, str] = {}
+    persons: UnionFind[int] = UnionFind()
     existing = sorted(x for x in endpoints if x < first_new)
-    for row_id, (person, person_size, shown, tenant) in store.persons_of(existing).items():
+    for row_id, (person, size, shown, tenant) in store.persons_of(existing).items():
         person_of[row_id] = person
-        size[person] = person_size
-        display[person] = shown
-        tenant_of[person] = tenant
-    for tenant, created in new_ids.items():
+        if person not in display:
+            persons.add(person, weight=size)
+            display[person] = shown
+            tenant_of[person] = tenant
+    for tenant, created in resolved.created.items():
         for name, row_id in created.items():
             if row_id in endpoints:
                 person_of[row_id] = row_id
-                size[row_id] = 1
+                persons.add(row_id)
                 display[row_id] = name
                 tenant_of[row_id] = tenant
-
-    def find(x: int) -> int:
-        root = x
-        while root in parent:
-            root = parent[root]
-        while x != root:
-            parent[x], x = root, parent[x]
-        return root
-
-    merged_into: list[int] = []
     for x, y in links:
-        rx, ry = find(person_of[x]), find(person_of[y])
-        if rx == ry:
-            continue
-        if size[rx] < size[ry] or (size[rx] == size[ry] and rx > ry):
-            rx, ry = ry, rx
-        parent[ry] = rx
-        size[rx] += size[ry]
-        if display[ry] < display[rx]:
-            display[rx] = display[ry]
-        merged_into.append(ry)
-    summary.merges = len(merged_into)
-
-    # 3. write persons and identities: only the absorbed side of a merge is relabelled
-    moves = [(find(p), p) for p in merged_into if p < first_new]
+        persons.union(person_of[x], person_of[y])
+    absorbed = [p for p in display if persons.find(p) != p]
+    summary.merges = len(absorbed)
+    roots: dict[int, str] = {}  # each person that absorbed others: its display id
+    for person in absorbed:
+        root = persons.find(person)
+        shown = min(display[person], roots.get(root, display[root]))
+        roots[root] = shown
+    # write persons: only the absorbed side of a merge is relabelled
+    moves = [(persons.find(p), p) for p in absorbed if p < first_new]
     if moves:
         store.relabel(moves)
         store.delete_persons((p,) for _, p in moves)
-    person_rows = [
-        (root, tenant_of[root], display[root], size[root])
-        for root in {find(p) for p in merged_into}
-    ]
-    identity_rows: list[tuple[int, str, str, int, int, int | None]] = []
+    store.upsert_persons(
+        PersonRow(root, tenant_of[root], shown, persons.size(root)) for root, shown in roots.items()
+    )
+    store.upsert_links(links.values())
+    new_endpoints = {row_id: persons.find(row_id) for row_id in endpoints if row_id >= first_new}
+    return new_endpoints, n_links
+
+
+def _write_identities(
+    store: Store, resolved: _Resolved, cache: IdentityCache, person_of: dict[int, int]
+) -> dict[int, tuple[int, int]]:
+    """Step 3: insert the new identities and lower the times of stored ones."""
+    identity_rows: list[IdentityRow] = []
+    person_rows: list[PersonRow] = []
     touches: list[tuple[int, int | None, int]] = []
     times: dict[int, tuple[int, int]] = {}
+    stored_times = resolved.stored_times
     cached_first, cached_since = cache.first, cache.since
-    for tenant, names in seen.items():
-        created = new_ids.get(tenant, {})
-        tenant_ids = ids[tenant]
+    for tenant, names in resolved.seen.items():
+        created = resolved.created.get(tenant, {})
+        tenant_ids = resolved.ids[tenant]
         for name, (first_t, since) in names.items():
             if name not in created:
                 row_id = tenant_ids[name]
@@ -302,19 +359,28 @@ def apply_batch(
             customer_t = None if since == _NEVER else since
             new_id = created[name]
             times[new_id] = (first_t, since)
-            if new_id in endpoints:
-                identity_rows.append((new_id, tenant, name, find(new_id), first_t, customer_t))
-            else:
-                identity_rows.append((new_id, tenant, name, new_id, first_t, customer_t))
-                person_rows.append((new_id, tenant, name, 1))
+            person = person_of.get(new_id)
+            if person is None:  # in no link: a person of its own
+                person = new_id
+                person_rows.append(PersonRow(new_id, tenant, name, 1))
+            identity_rows.append(IdentityRow(new_id, tenant, name, person, first_t, customer_t))
     store.upsert_persons(person_rows)
     store.insert_identities(identity_rows)
     if touches:
         store.touch_identities(touches)
+    return times
 
-    # 4. events and property records
-    events: dict[tuple[int, bytes], list[Any]] = {}
-    records: dict[tuple[int, bytes], list[Any]] = {}
+
+def _write_events(
+    store: Store, accepted: list[Call], ids: dict[str, dict[str, int]], loose: bool
+) -> tuple[int, int]:
+    """Step 4: the events and property records, duplicates folded; return how many were sent.
+
+    A duplicate keeps the smallest ``(t, name, properties)`` of its copies, whichever came
+    first.
+    """
+    events: dict[tuple[int, bytes], EventRow] = {}
+    records: dict[tuple[int, bytes], PropertyRow] = {}
     n_events = n_records = 0
     for call in accepted:
         if call.kind == "a":
@@ -334,11 +400,13 @@ def apply_batch(
             key = (row_id, digest)
             event = events.get(key)
             if event is None:
-                events[key] = [row_id, digest, name, name_key, call.t, call.td, shown, 1]
+                events[key] = EventRow(row_id, digest, name, name_key, call.t, call.td, shown, 1)
+            elif (call.t, name, shown) < (event.t, event.name, event.properties):
+                events[key] = event._replace(
+                    name=name, t=call.t, properties=shown, sent=event.sent + 1
+                )
             else:
-                if (call.t, name, shown) < (event[4], event[2], event[6]):
-                    event[2], event[4], event[6] = name, call.t, shown
-                event[7] = int(str(event[7])) + 1
+                events[key] = event._replace(sent=event.sent + 1)
         td = call.td
         for prop_key, prop_name, value in call.properties:
             n_records += 1
@@ -346,20 +414,15 @@ def apply_batch(
             key = (row_id, digest)
             record = records.get(key)
             if record is None:
-                records[key] = [row_id, digest, prop_key, prop_name, value, call.t, td, 1]
+                records[key] = PropertyRow(
+                    row_id, digest, prop_key, prop_name, value, call.t, td, 1
+                )
+            elif (call.t, prop_name) < (record.t, record.name):
+                records[key] = record._replace(name=prop_name, t=call.t, sent=record.sent + 1)
             else:
-                if (call.t, prop_name) < (record[5], record[3]):
-                    record[3], record[5] = prop_name, call.t
-                record[7] = int(str(record[7])) + 1
-    if links:
-        store.upsert_links((a, b, link[0], link[1], link[2]) for (a, b), link in links.items())
+                records[key] = record._replace(sent=record.sent + 1)
     if events:
-        store.upsert_events(tuple(e) for e in events.values())
+        store.upsert_events(events.values())
     if records:
-        store.upsert_properties(tuple(r) for r in records.values())
-    after_events, after_records, after_links = store.max_ids()
-    summary.duplicate_events = n_events - (after_events - before_events)
-    summary.duplicate_properties = n_records - (after_records - before_records)
-    summary.duplicate_aliases = n_links - (after_links - before_links)
-    return summary, ids, times
-
+        store.upsert_properties(records.values())
+    return n_events, n_records

@@ -37,10 +37,10 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, Literal
 from urllib.parse import quote, unquote_plus
 
-from .calls import DEFAULT_RULES, KINDS, Call, Rules, parse_form, rejected
+from .calls import DEFAULT_RULES, KINDS, Call, Reason, Rules, parse_form, rejected
 from .engine import Engine
 from .errors import ConfigurationError
 from .writer import Writer
@@ -145,7 +145,9 @@ def _read(stream: Any, size: int) -> tuple[bytes, bool]:
     return b"".join(chunks), got < size
 
 
-def _body(environ: WSGIEnvironment, limit: int) -> tuple[bytes, int, str | None]:
+def _body(
+    environ: WSGIEnvironment, limit: int
+) -> tuple[bytes, int, Literal["too_large", "incomplete"] | None]:
     """Read a request body, at most `limit` bytes of it.
 
     Returns the bytes read, the body's size when known, and a problem: None,
@@ -359,7 +361,7 @@ class Beacon:
             return self._refused(raw, problem, received, note), ""
         return self._refused(raw, "malformed", received, f" [{content_type} body]"), ""
 
-    def _refused(self, raw: str, reason: str, received: int, note: str = "") -> Call:
+    def _refused(self, raw: str, reason: Reason, received: int, note: str = "") -> Call:
         """Return a call quarantined for `reason`: `raw` (plus `note`), tenant if seen."""
         tenant = _tenant_hint(raw)
         return rejected(raw + note, reason, received=received, source=SOURCE, tenant=tenant)

@@ -27,7 +27,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from decimal import Decimal, InvalidOperation
 from functools import lru_cache
-from typing import Any
+from typing import Any, Literal, get_args
 from urllib.parse import unquote
 
 from .errors import ConfigurationError
@@ -45,6 +45,8 @@ __all__ = [
     "MIN_TIME",
     "REASONS",
     "Call",
+    "Kind",
+    "Reason",
     "Rules",
     "from_mapping",
     "from_params",
@@ -61,7 +63,8 @@ __all__ = [
 ]
 
 #: The three calls, by path: record an event, set properties, alias two identities.
-KINDS = frozenset({"e", "s", "a"})
+Kind = Literal["e", "s", "a"]
+KINDS: frozenset[str] = frozenset(get_args(Kind))
 
 #: Identities, event names and property names longer than this are refused (KM).
 MAX_NAME_LENGTH = 255
@@ -86,7 +89,7 @@ MAX_CALL_LENGTH = 1 << 20
 MAX_JSON_DEPTH = 32
 
 #: Every quarantine reason, in the order the checks run (the first failing check wins).
-REASONS = (
+Reason = Literal[
     "unknown_call",
     "malformed",
     "too_large",
@@ -108,7 +111,8 @@ REASONS = (
     "value_too_long",
     "blocked_identity",
     "rejected_by_store",
-)
+]
+REASONS: tuple[Reason, ...] = get_args(Reason)
 
 #: Junk identities an alias must never touch (SPEC §8), compared after :func:`_junk_form`.
 DEFAULT_BLOCKED = frozenset(
@@ -153,7 +157,9 @@ _OUT_OF_RANGE = -(2**63)
 def _has_control(text: str) -> bool:
     """Tell whether `text` holds a control character (``isprintable`` is the fast path)."""
     return not text.isprintable() and _CONTROL.search(text) is not None
-  # what _as_int returns for a number outside [MIN_TIME, MAX_TIME]
+
+
+# what _as_int returns for a number outside [MIN_TIME, MAX_TIME]
 _RESERVED = {"e": ("_k", "_p", "_n", "_t", "_d"), "s": ("_k", "_p", "_t", "_d")}
 
 
@@ -298,7 +304,7 @@ class Call:
     received: int
     raw: str
     source: str = ""
-    reason: str | None = None
+    reason: Reason | None = None
     params: tuple[tuple[str, str], ...] = ()
 
     @property
@@ -348,13 +354,16 @@ def tenant_hint(text: str) -> str | None:
             found = json.loads(f'"{match.group(1)}"')
         except ValueError:
             return None
-    if not found or len(found) > MAX_NAME_LENGTH or _has_control(found):
+    return _storable(found)
+
+
+def _storable(tenant: Any) -> str | None:
+    """Return `tenant` when it can be stored as a quarantined call's tenant, else None."""
+    if not isinstance(tenant, str) or not tenant or len(tenant) > MAX_NAME_LENGTH:
         return None
-    try:
-        found.encode("utf-8")
-    except UnicodeEncodeError:
+    if _has_control(tenant) or not _encodable(tenant, []):
         return None
-    return str(found)
+    return tenant
 
 
 _BRACKETS = re.compile(r"[^\[\]{}]+")
@@ -362,7 +371,7 @@ _JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
 _INNERMOST = re.compile(r"\{\}|\[\]")
 
 
-def read_json(text: str) -> tuple[Any, str | None]:
+def read_json(text: str) -> tuple[Any, Reason | None]:
     """Parse one JSON line at bounded cost: ``(value, None)``, or ``(None, reason)``.
 
     The reason is ``too_large`` (more than :data:`MAX_CALL_LENGTH` characters) or
@@ -441,8 +450,10 @@ def _reject(
     received: int,
     raw: str,
     source: str,
-    reason: str,
+    reason: Reason,
 ) -> Call:
+    if not _encodable(raw, []):  # kept verbatim, but the store holds UTF-8 only
+        raw = raw.encode("utf-8", "backslashreplace").decode("utf-8")
     return Call(
         kind=kind,
         tenant=values.get("_k") or None,
@@ -459,11 +470,11 @@ def _reject(
     )
 
 
-_UNPARSED = frozenset({"malformed", "bad_encoding", "too_large", "incomplete"})
+_UNPARSED: frozenset[Reason] = frozenset({"malformed", "bad_encoding", "too_large", "incomplete"})
 
 
 def rejected(
-    raw: str, reason: str, *, received: int, source: str = "", tenant: str | None = None
+    raw: str, reason: Reason, *, received: int, source: str = "", tenant: str | None = None
 ) -> Call:
     """Return a call refused before it could be parsed (e.g. ``bad_encoding``).
 
@@ -473,6 +484,7 @@ def rejected(
     False
     """
     _check_received(received)
+    tenant = _storable(tenant)
     if tenant is None and reason in _UNPARSED:
         tenant = tenant_hint(raw)
     values = {} if tenant is None else {"_k": tenant}
@@ -588,7 +600,7 @@ def from_params(
     )
 
 
-def _check_common(kind: str, values: Mapping[str, str], rules: Rules) -> str | None:
+def _check_common(kind: str, values: Mapping[str, str], rules: Rules) -> Reason | None:
     tenant = values.get("_k")
     if not tenant:
         return "missing_key"
@@ -679,10 +691,10 @@ def _decode(
 
 
 def _unparsed(
-    kind: str, received: int, raw: str, source: str, reason: str, tenant: str | None
+    kind: str, received: int, raw: str, source: str, reason: Reason, tenant: str | None
 ) -> Call:
     """Return a call refused before its parameters could be read, with its tenant if seen."""
-    found = tenant_hint(raw) or tenant
+    found = tenant_hint(raw) or _storable(tenant)
     return _reject(kind, (), {} if found is None else {"_k": found}, received, raw, source, reason)
 
 

@@ -25,6 +25,7 @@ from . import sources
 from .calls import MAX_TIME, MIN_TIME
 from .engine import Engine
 from .errors import IdentityError
+from .formats import FormatOrAuto
 from .records import Person
 from .resume import Ingest
 
@@ -122,7 +123,7 @@ def ingest(
     files: Sequence[str],
     db: str,
     tenant: str | None,
-    fmt: str,
+    fmt: FormatOrAuto,  # checked by click.Choice
     received: int | None,
     batch_size: int,
     force: bool,
@@ -263,7 +264,14 @@ def _one_line(raw: str) -> str:
 )
 @click.option("--include-key", is_flag=True, help="With km, write the tenant as `_k` on each line.")
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors.")
-def export_(db: str, tenant: str, fmt: str, output: str, include_key: bool, quiet: bool) -> None:
+def export_(
+    db: str,
+    tenant: str,
+    fmt: exporting.ExportFormat,  # checked by click.Choice
+    output: str,
+    include_key: bool,
+    quiet: bool,
+) -> None:
     """Write a tenant's accepted calls back as Kissmetrics JSON lines or URLs.
 
     Ingesting the export (with --tenant for km lines) into a fresh database rebuilds the

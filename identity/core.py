@@ -408,13 +408,16 @@ class UnionFind(Generic[T]):
         """
         return len(self._items) - self._n_links
 
-    def add(self, x: T) -> None:
+    def add(self, x: T, weight: int = 1) -> None:
         """Add `x` as a singleton set if it is unknown; otherwise do nothing.
 
         Parameters
         ----------
         x : hashable
             The item to add.
+        weight : int
+            How many members `x` counts for in `size` and in union by size (at least 1):
+            an item can stand for a group merged earlier, such as a stored person.
 
         Notes
         -----
@@ -427,9 +430,15 @@ class UnionFind(Generic[T]):
         >>> uf.add("a")
         >>> len(uf), uf.n_sets
         (1, 1)
+        >>> uf.add("b", weight=5)
+        >>> uf.union("a", "b")
+        >>> uf.find("a"), uf.size("a")
+        ('b', 6)
         """
+        if weight < 1:
+            raise ValueError(f"weight must be at least 1, not {weight}")
         if x not in self._index:
-            self._new(x)
+            self._parent[self._new(x)] = -weight
 
     def find(self, x: T) -> T:
         """Return the root item of the set containing `x`.

@@ -22,9 +22,9 @@ from array import array
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from itertools import islice
-from typing import Any
+from typing import Any, Literal, get_args
 
-from .batch import IdentityCache, apply_batch
+from .batch import BatchState, IdentityCache, apply_batch
 from .calls import (
     DEFAULT_RULES,
     MAX_TIME,
@@ -42,11 +42,12 @@ from .errors import ConfigurationError, InconsistentStoreError, StoreError, Unkn
 from .records import Event, Outcome, Person, PropertyRecord, Quarantined, Summary
 from .store import Store
 
-__all__ = ["DEDUPE_MODES", "Engine"]
+__all__ = ["DEDUPE_MODES", "DedupeMode", "Engine"]
 
 #: ``exact``: a duplicate event has the same properties too (KM's current rule);
 #: ``loose``: property values are ignored (KM's older rule).
-DEDUPE_MODES = ("exact", "loose")
+DedupeMode = Literal["exact", "loose"]
+DEDUPE_MODES: tuple[DedupeMode, ...] = get_args(DedupeMode)
 
 CallLike = Call | Mapping[str, Any] | str
 
@@ -93,7 +94,7 @@ class Engine:
         path: str | os.PathLike[str] = ":memory:",
         *,
         rules: Rules = DEFAULT_RULES,
-        dedupe: str = "exact",
+        dedupe: DedupeMode = "exact",
         create: bool = True,
         durable: bool = True,
     ) -> None:
@@ -318,7 +319,7 @@ class Engine:
                 batch,
                 self._cache,
                 loose=self.dedupe == "loose",
-                state=(state[0], state[1], state[2], state[3]),
+                state=BatchState(*state),
             )
             if after is not None:
                 after(store)
@@ -341,16 +342,7 @@ class Engine:
                 for call in batch:
                     summary = self._apply_in_savepoint(call)
                     if summary is None:
-                        refused = rejected(
-                            call.raw,
-                            "rejected_by_store",
-                            received=min(max(call.received, MIN_TIME), MAX_TIME),
-                            source=call.source,
-                            tenant=call.tenant,
-                        )
-                        summary = self._apply_in_savepoint(refused)
-                        if summary is None:  # pragma: no cover - a quarantine row always fits
-                            raise RuntimeError(f"cannot quarantine {call.raw[:200]!r}")
+                        summary = self._quarantine_refused(call)
                     total.add(summary)
                 if after is not None:
                     after(store)
@@ -360,19 +352,38 @@ class Engine:
         total.batches = 1
         return total
 
+    def _quarantine_refused(self, call: Call) -> Summary:
+        """Quarantine a call the store refused, as ``rejected_by_store``."""
+        received = min(max(call.received, MIN_TIME), MAX_TIME)
+        refused = rejected(
+            call.raw, "rejected_by_store", received=received, source=call.source, tenant=call.tenant
+        )
+        summary = self._apply_in_savepoint(refused)
+        if summary is None:  # its texts cannot be stored as they are: escape them
+            refused = rejected(
+                _escaped(call.raw),
+                "rejected_by_store",
+                received=received,
+                source=_escaped(call.source),
+            )
+            summary = self._apply_in_savepoint(refused)
+        if summary is None:  # pragma: no cover - an escaped row always fits
+            raise RuntimeError(f"cannot quarantine {call.raw[:200]!r}")
+        return summary
+
     def _apply_in_savepoint(self, call: Call) -> Summary | None:
         """Apply one call in a savepoint; None when it failed (its writes undone)."""
         store = self.store
         try:
             with store.savepoint():
                 _, *state = store.batch_state()
-                summary, _, _ = apply_batch(
+                summary = apply_batch(
                     store,
                     [call],
                     IdentityCache(),
                     loose=self.dedupe == "loose",
-                    state=(state[0], state[1], state[2], state[3]),
-                )
+                    state=BatchState(*state),
+                ).summary
         except StoreError:
             raise
         except Exception as exc:
@@ -719,6 +730,11 @@ class Engine:
         if problems:
             raise InconsistentStoreError(self.path, problems)
         return {"identities": identities, "links": links, "people": len(root_of_person)}
+
+
+def _escaped(text: str) -> str:
+    """Return `text` with whatever UTF-8 cannot hold (lone surrogates) escaped."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _bounded(as_of: int | None) -> int | None:

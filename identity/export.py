@@ -49,16 +49,27 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Literal, get_args
 from urllib.parse import quote_plus
 
 from .errors import ConfigurationError
 from .formats import DEDUPE_TIME_KEY, ESCAPE, ESCAPED
 from .store import Store
 
-__all__ = ["FORMATS", "ExportSummary", "Exported", "exported_calls", "km_line", "lines", "url_line"]
+__all__ = [
+    "FORMATS",
+    "ExportFormat",
+    "ExportSummary",
+    "Exported",
+    "exported_calls",
+    "km_line",
+    "lines",
+    "url_line",
+]
 
 #: What :func:`lines` writes: Kissmetrics export JSON lines, or beacon URLs.
-FORMATS = ("km", "url")
+ExportFormat = Literal["km", "url"]
+FORMATS: tuple[ExportFormat, ...] = get_args(ExportFormat)
 
 #: Property names a line cannot carry as they are (they mean something else there): they
 #: are written with the :data:`~identity.formats.ESCAPE` prefix, which identity reads back.
@@ -238,7 +249,7 @@ def lines(
     store: Store,
     tenant: str,
     *,
-    fmt: str = "km",
+    fmt: ExportFormat = "km",
     include_key: bool = False,
     summary: ExportSummary | None = None,
 ) -> Iterator[str]:

@@ -26,10 +26,12 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from functools import lru_cache
+from typing import Final, Literal, get_args
 
 from .calls import (
     DEFAULT_RULES,
     Call,
+    Reason,
     Rules,
     from_mapping,
     from_params,
@@ -49,6 +51,8 @@ __all__ = [
     "FORMATS",
     "NOT_LOGGED",
     "Context",
+    "Format",
+    "FormatOrAuto",
     "Layout",
     "Parse",
     "csv_header",
@@ -59,10 +63,13 @@ __all__ = [
 ]
 
 #: The line formats :func:`parser` knows.
-FORMATS = ("url", "km", "jsonl", "access", "csv")
+Format = Literal["url", "km", "jsonl", "access", "csv"]
+FORMATS: tuple[Format, ...] = get_args(Format)
+#: What a reader is asked to read: a format, or ``"auto"`` (sniffed from the first lines).
+FormatOrAuto = Literal["auto"] | Format
 
 #: Quarantine reason of a POST access-log line whose parameters were in the unlogged body.
-NOT_LOGGED = "post_body_not_logged"
+NOT_LOGGED: Final = "post_body_not_logged"
 
 #: Extension key of ``km`` and ``url`` lines written by ``identity export``: the dedupe time
 #: ``td`` of a call whose ``_t`` was sent without ``_d=1`` (``_t`` is then the event time).
@@ -97,7 +104,7 @@ _LOG_LINE = re.compile(
 )
 
 
-def sniff(lines: Sequence[bytes]) -> str:
+def sniff(lines: Sequence[bytes]) -> Format:
     r"""Guess the format of an input from its first lines.
 
     Parameters
@@ -335,7 +342,7 @@ class Context:
     rules: Rules = DEFAULT_RULES
 
 
-def refuse(text: str, reason: str, *, received: int, source: str, tenant: str | None) -> Call:
+def refuse(text: str, reason: Reason, *, received: int, source: str, tenant: str | None) -> Call:
     """Return a line refused whole: its own ``_k`` when it plainly carries one, else `tenant`.
 
     Examples
@@ -473,7 +480,7 @@ def _csv_parser(ctx: Context, layout: Layout) -> Parse:
     return parse
 
 
-def parser(fmt: str, ctx: Context, layout: Layout | None = None) -> Parse:
+def parser(fmt: Format, ctx: Context, layout: Layout | None = None) -> Parse:
     """Return the line parser of format `fmt` (``csv`` needs the header's `layout`).
 
     Examples

@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
+
+from .calls import Reason
+
+#: What happened to one call (:class:`Outcome`).
+Status = Literal["applied", "duplicate", "quarantined"]
 
 __all__ = [
     "Event",
@@ -127,8 +132,8 @@ class Outcome:
         The quarantine reason.
     """
 
-    status: str
-    reason: str | None = None
+    status: Status
+    reason: Reason | None = None
 
     @property
     def ok(self) -> bool:
@@ -142,7 +147,7 @@ class Summary:
 
     calls: int = 0
     accepted: int = 0
-    quarantined: dict[str, int] = field(default_factory=dict)
+    quarantined: dict[Reason, int] = field(default_factory=dict)
     duplicate_events: int = 0
     duplicate_properties: int = 0
     duplicate_aliases: int = 0

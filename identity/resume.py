@@ -39,17 +39,20 @@ import os
 import time
 from collections.abc import Callable
 from itertools import islice
+from typing import Literal, get_args
 
 from .engine import Engine
 from .errors import ConfigurationError
+from .formats import FormatOrAuto
 from .records import Summary
 from .sources import Input, Reader, fingerprint, grew_from
 from .store import Store
 
-__all__ = ["STATUSES", "Ingest"]
+__all__ = ["STATUSES", "Ingest", "Status"]
 
 #: What an :class:`Ingest` found about its input before reading it.
-STATUSES = ("new", "resumed", "grown", "changed", "forced", "done", "stream")
+Status = Literal["new", "resumed", "grown", "changed", "forced", "done", "stream"]
+STATUSES: tuple[Status, ...] = get_args(Status)
 
 
 class Ingest:
@@ -86,7 +89,7 @@ class Ingest:
         engine: Engine,
         source: Input,
         *,
-        fmt: str = "auto",
+        fmt: FormatOrAuto = "auto",
         tenant: str | None = None,
         received: int | None = None,
         force: bool = False,

@@ -64,6 +64,8 @@ from .formats import (
     FORMATS,
     NOT_LOGGED,
     Context,
+    Format,
+    FormatOrAuto,
     Layout,
     csv_header,
     parser,
@@ -115,7 +117,7 @@ class Input:
 
     name: str
     path: str
-    fmt: str = "auto"
+    fmt: FormatOrAuto = "auto"
     received: int | None = None
 
 
@@ -308,7 +310,7 @@ class Reader:
         self,
         source: Input | str,
         *,
-        fmt: str = "auto",
+        fmt: FormatOrAuto = "auto",
         tenant: str | None = None,
         received: int | None = None,
         rules: Rules = DEFAULT_RULES,
@@ -350,7 +352,7 @@ class Reader:
     def _prepare(
         self,
         source: Input,
-        fmt: str,
+        fmt: FormatOrAuto,
         tenant: str | None,
         received: int | None,
         rules: Rules,
@@ -381,7 +383,7 @@ class Reader:
         if source.fmt != "auto":
             fmt = source.fmt
         self.sniffed = fmt == "auto"
-        self.format = sniff([h[0] for h in head]) if self.sniffed else fmt
+        self.format: Format = sniff([h[0] for h in head]) if fmt == "auto" else fmt
         if received is None:
             received = source.received
         if received is None:

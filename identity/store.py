@@ -44,7 +44,7 @@ import sqlite3
 import urllib.parse
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
-from typing import Any, Concatenate, Literal, ParamSpec, TypeVar
+from typing import Any, Concatenate, Literal, NamedTuple, ParamSpec, TypeVar
 
 import sqlite_utils
 
@@ -214,6 +214,74 @@ UPDATE identities SET
 WHERE id = ?3 AND (first_seen > ?1
     OR (?2 IS NOT NULL AND (customer_since IS NULL OR customer_since > ?2)))
 """
+
+
+class IdentityRow(NamedTuple):
+    """A row of ``identities``."""
+
+    id: int
+    tenant: str
+    identity: str
+    person: int
+    first_seen: int
+    customer_since: int | None
+
+
+class PersonRow(NamedTuple):
+    """A row of ``persons``: ``person`` is the display id (the smallest member)."""
+
+    id: int
+    tenant: str
+    person: str
+    size: int
+
+
+class LinkRow(NamedTuple):
+    """A row of ``links`` (``a < b``)."""
+
+    a: int
+    b: int
+    t: int
+    sent: int
+    source: str
+
+
+class EventRow(NamedTuple):
+    """A row of ``events``: ``key`` is the dedupe fingerprint."""
+
+    identity: int
+    key: bytes
+    name: str
+    name_key: str
+    t: int
+    td: int
+    properties: str
+    sent: int
+
+
+class PropertyRow(NamedTuple):
+    """A row of ``properties`` (one property record)."""
+
+    identity: int
+    key: bytes
+    name_key: str
+    name: str
+    value: str
+    t: int
+    td: int
+    sent: int
+
+
+class QuarantineRow(NamedTuple):
+    """A row of ``quarantine``: ``key`` fingerprints (raw, reason, received)."""
+
+    key: bytes
+    tenant: str | None
+    reason: str
+    raw: str
+    received: int
+    source: str
+    sent: int
 
 
 def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterator[Sequence[Any]]:
@@ -1043,7 +1111,7 @@ class Store:
         return found
 
     @_translated
-    def insert_identities(self, rows: Iterable[tuple[int, str, str, int, int, int | None]]) -> None:
+    def insert_identities(self, rows: Iterable[IdentityRow]) -> None:
         """Insert rows ``(id, tenant, identity, person, first_seen, customer_since)``."""
         self.conn.executemany(
             "INSERT INTO identities (id, tenant, identity, person, first_seen, customer_since) "
@@ -1072,7 +1140,7 @@ class Store:
         self.conn.executemany("DELETE FROM persons WHERE id = ?", ids)
 
     @_translated
-    def upsert_persons(self, rows: Iterable[tuple[int, str, str, int]]) -> None:
+    def upsert_persons(self, rows: Iterable[PersonRow]) -> None:
         """Insert or update person rows ``(id, tenant, display id, size)``."""
         self.conn.executemany(
             "INSERT INTO persons (id, tenant, person, size) VALUES (?, ?, ?, ?) "
@@ -1081,22 +1149,22 @@ class Store:
         )
 
     @_translated
-    def upsert_links(self, rows: Iterable[tuple[int, int, int, int, str]]) -> None:
+    def upsert_links(self, rows: Iterable[LinkRow]) -> None:
         """Insert alias links ``(a, b, t, sent, source)``; a known pair keeps the earliest t."""
         self.conn.executemany(_UPSERT_LINK, rows)
 
     @_translated
-    def upsert_events(self, rows: Iterable[tuple[Any, ...]]) -> None:
+    def upsert_events(self, rows: Iterable[EventRow]) -> None:
         """Insert events; a duplicate is counted and keeps the smallest (t, name, properties)."""
         self.conn.executemany(_UPSERT_EVENT, rows)
 
     @_translated
-    def upsert_properties(self, rows: Iterable[tuple[Any, ...]]) -> None:
+    def upsert_properties(self, rows: Iterable[PropertyRow]) -> None:
         """Insert property-set records; a duplicate is counted and keeps the earliest t."""
         self.conn.executemany(_UPSERT_PROPERTY, rows)
 
     @_translated
-    def upsert_quarantine(self, rows: Iterable[tuple[Any, ...]]) -> None:
+    def upsert_quarantine(self, rows: Iterable[QuarantineRow]) -> None:
         """Insert quarantined calls; the same raw call, reason and time is counted once."""
         self.conn.executemany(_UPSERT_QUARANTINE, rows)
 
