@@ -678,6 +678,10 @@ class Engine:
     def check(self) -> dict[str, int]:
         """Recompute the partition from the stored alias links and compare with the people.
 
+        The check runs its own union-find (an integer array over row ids, smaller root wins),
+        deliberately independent of :class:`~identity.core.UnionFind`, which the write path
+        uses: a bug in the core cannot hide itself from the check. It is the only other one.
+
         Returns
         -------
         dict
