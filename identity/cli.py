@@ -29,7 +29,12 @@ from .formats import FormatOrAuto
 from .records import Person
 from .resume import Ingest
 
-__all__ = ["cli", "main"]
+__all__ = ["EXIT_ERROR", "EXIT_FINDINGS", "EXIT_OK", "cli", "main"]
+
+#: Exit statuses scripts can rely on (as coverage.py's): the command did its work and found
+#: nothing wrong; it could not run (a bad command line, file or database: one line on
+#: stderr); it ran and has findings (``identity check`` found an inconsistent store).
+EXIT_OK, EXIT_ERROR, EXIT_FINDINGS = 0, 1, 2
 
 FORMATS = ("auto", *sources.FORMATS)
 
@@ -54,6 +59,7 @@ def cli() -> None:
 
 
 def _open(db: str, *, create: bool = False) -> Engine:
+    """Open a database (read-only by itself when the file or its folder is not writable)."""
     return Engine(db, create=create)
 
 
@@ -344,7 +350,7 @@ def check(db: str) -> None:
                 f"identity: inconsistent: {exc.path}: {found} problem{'s' * (found != 1)}",
                 err=True,
             )
-            raise click.exceptions.Exit(2) from None
+            raise click.exceptions.Exit(EXIT_FINDINGS) from None
     click.echo(
         f"ok: {result['identities']} identities, {result['links']} links, {result['people']} people"
     )
@@ -493,16 +499,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(exc.exit_code)
     except click.exceptions.Abort:
         click.echo("identity: error: aborted", err=True)
-        return 1
-    except click.ClickException as exc:
+        return EXIT_ERROR
+    except click.ClickException as exc:  # a bad command line: it could not run
         click.echo(f"identity: error: {exc.format_message()}", err=True)
-        return exc.exit_code
+        return EXIT_ERROR
     except IdentityError as exc:
         click.echo(f"identity: error: {exc}", err=True)
-        return 1
+        return EXIT_ERROR
     except OSError as exc:
         click.echo(f"identity: error: {exc.strerror or exc}: {exc.filename or ''}", err=True)
-        return 1
+        return EXIT_ERROR
     return result if isinstance(result, int) else 0
 
 

@@ -80,6 +80,12 @@ class Engine:
     durable : bool
         Make every commit survive power loss (``synchronous=FULL``), not only a killed
         process.
+    readonly : bool or None
+        Open the file read-only (queries work, writes raise ``ReadOnlyDatabaseError``);
+        None: read-only only when the file or its folder is not writable.
+    busy_timeout : float or None
+        Seconds to wait for another writer's lock before ``DatabaseLockedError`` (None:
+        ``IDENTITY_BUSY_TIMEOUT`` or 10 s).
 
     Notes
     -----
@@ -97,11 +103,20 @@ class Engine:
         dedupe: DedupeMode = "exact",
         create: bool = True,
         durable: bool = True,
+        readonly: bool | None = None,
+        busy_timeout: float | None = None,
     ) -> None:
         if dedupe not in DEDUPE_MODES:
             raise ConfigurationError(f"dedupe must be one of {DEDUPE_MODES}, not {dedupe!r}")
         self.rules = rules
-        self.store = Store(path, create=create, durable=durable, settings={"dedupe": dedupe})
+        self.store = Store(
+            path,
+            create=create,
+            durable=durable,
+            settings={"dedupe": dedupe},
+            readonly=readonly,
+            busy_timeout=busy_timeout,
+        )
         self.path = self.store.path
         self.dedupe = dedupe
         self._cache = IdentityCache()

@@ -856,8 +856,8 @@ class Store:
                 f"damaged: the identity database has no {names} table "
                 "(dropped by another tool?); restore it from a backup",
             )
-        if version < SCHEMA_VERSION:
-            self._migrate(version)
+        if version < SCHEMA_VERSION and self.readonly_reason is None:
+            self._migrate(version)  # read-only: read as it is (queries need nothing newer)
         for key, value in settings.items():
             stored = self.meta(key)
             if stored != value:

@@ -57,9 +57,19 @@ def test_each_quarantine_reason(text: str, reason: str) -> None:
 
 def test_every_reason_is_tested_or_listed() -> None:
     spec = {
-        "unknown_call", "missing_key", "unknown_key", "missing_person", "person_too_long",
-        "missing_event_name", "name_too_long", "missing_alias", "alias_too_long",
-        "bad_timestamp", "value_too_long", "bad_encoding", "blocked_identity",
+        "unknown_call",
+        "missing_key",
+        "unknown_key",
+        "missing_person",
+        "person_too_long",
+        "missing_event_name",
+        "name_too_long",
+        "missing_alias",
+        "alias_too_long",
+        "bad_timestamp",
+        "value_too_long",
+        "bad_encoding",
+        "blocked_identity",
     }
     assert spec <= set(REASONS)
 

@@ -153,7 +153,7 @@ def test_demo_never_writes_into_an_existing_database(
     assert run(capsys, "ingest", str(calls_file), "--db", str(db), "-q")[0] == 0
     before = db.read_bytes()
     code, out, err = run(capsys, "demo", "--db", str(db))
-    assert code == 2
+    assert code == 1
     assert out == ""
     assert err.count("\n") == 1
     assert "exists" in err

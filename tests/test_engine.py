@@ -106,8 +106,14 @@ def test_queries_never_create_state(engine: Engine) -> None:
         engine.person("K", "ghost")
     assert not engine.same_person("K", "ghost", "ghost")
     assert engine.counts() == {
-        "identities": 0, "people": 0, "customer_ids": 0, "links": 0, "events": 0,
-        "events_received": 0, "property_records": 0, "quarantined": 0,
+        "identities": 0,
+        "people": 0,
+        "customer_ids": 0,
+        "links": 0,
+        "events": 0,
+        "events_received": 0,
+        "property_records": 0,
+        "quarantined": 0,
     }
 
 
@@ -156,7 +162,10 @@ def test_quarantine_keeps_raw_and_counts_repeats(engine: Engine) -> None:
     engine.ingest(["/e?_k=K&_p=bob"] * 3, received=9)
     (item,) = engine.quarantine()
     assert (item.raw, item.reason, item.received, item.sent) == (
-        "/e?_k=K&_p=bob", "missing_event_name", 9, 3,
+        "/e?_k=K&_p=bob",
+        "missing_event_name",
+        9,
+        3,
     )
     assert list(engine.quarantine(reason="bad_encoding")) == []
 

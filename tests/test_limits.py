@@ -239,7 +239,7 @@ def test_cli_received_out_of_range_is_a_usage_error(
     path.write_text("/e?_k=K&_p=a&_n=x\n")
     code = main(["ingest", str(path), "--db", str(tmp_path / "x.db"), "--received", "1" + "0" * 30])
     err = capsys.readouterr().err
-    assert code == 2
+    assert code == 1
     assert len(err.strip().splitlines()) == 1
     assert "--received" in err
 
