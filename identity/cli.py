@@ -468,7 +468,7 @@ def serve(
     from contextlib import nullcontext
 
     from .beacon import rules_for_keys
-    from .server import serve as run_beacon
+    from .beacon.server import serve as run_beacon
 
     rules = rules_for_keys(keys)
     with (

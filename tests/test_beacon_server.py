@@ -256,7 +256,7 @@ STUCK = textwrap.dedent(
     import sys, threading
     from identity import Engine
     from identity import engine as engine_module
-    from identity.server import serve
+    from identity.beacon.server import serve
 
     real = engine_module.Engine.apply_batch
 

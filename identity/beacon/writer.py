@@ -22,9 +22,9 @@ import threading
 import time
 from collections import deque
 
-from .calls import Call
-from .engine import Engine
-from .errors import ConfigurationError
+from ..calls import Call
+from ..engine import Engine
+from ..errors import ConfigurationError
 
 __all__ = ["Writer"]
 

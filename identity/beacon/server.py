@@ -37,9 +37,9 @@ import time
 from collections.abc import Callable
 from typing import IO, Any
 
-from .beacon import make_app
-from .engine import Engine
-from .errors import ConfigurationError
+from ..engine import Engine
+from ..errors import ConfigurationError
+from .app import make_app
 
 __all__ = ["reliable_channel", "serve"]
 
@@ -285,7 +285,7 @@ def serve(
     threads : int
         Request threads: how many requests can wait for a commit at once.
     batch_size, max_wait, max_body, max_query
-        As in :func:`~identity.beacon.make_app`.
+        As in :func:`~identity.beacon.app.make_app`.
     access_log : text stream, optional
         Combined Log Format access log (default: stderr), flushed after every line.
     messages : text stream

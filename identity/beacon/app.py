@@ -2,8 +2,9 @@
 
 ``GET`` or ``POST`` ``/e``, ``/s`` and ``/a`` (under any path prefix, such as ``/km/e``) are
 parsed into :class:`~identity.calls.Call` values in the request's thread and handed to one
-:class:`~identity.writer.Writer` thread, which commits them in groups with :meth:`Engine.apply_batch
-<identity.engine.Engine.apply_batch>`: one transaction and one fsync for many requests. A request
+:class:`~identity.beacon.writer.Writer` thread, which commits them in groups with
+:meth:`Engine.apply_batch <identity.engine.Engine.apply_batch>`: one transaction and one fsync
+for many requests. A request
 is answered only once its call is committed: ``200`` with a transparent 1x1 GIF (SPEC §12), also
 for calls that were quarantined (SPEC §4), or ``503`` when the commit failed, so that the client
 retries. ``/healthz`` answers ``ok`` for load balancers (``503`` while stopping, or while a
@@ -40,9 +41,9 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import IO, TYPE_CHECKING, Any, Literal
 from urllib.parse import quote, unquote_plus
 
-from .calls import DEFAULT_RULES, KINDS, Call, Reason, Rules, parse_form, rejected
-from .engine import Engine
-from .errors import ConfigurationError
+from ..calls import DEFAULT_RULES, KINDS, Call, Reason, Rules, parse_form, rejected
+from ..engine import Engine
+from ..errors import ConfigurationError
 from .writer import Writer
 
 if TYPE_CHECKING:
