@@ -6,19 +6,20 @@ option, a missing file, a database that cannot be used.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import gzip
 import json
 import os
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from importlib import resources
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import click
-from tabulate import tabulate  # type: ignore[import-untyped]
 
 from . import export as exporting
 from . import sources
@@ -26,10 +27,13 @@ from .calls import MAX_TIME, MIN_TIME
 from .engine import Engine
 from .errors import IdentityError
 from .formats import FormatOrAuto
-from .records import Person
+from .output import TABLE_FORMATS, Column, Options, OutputFormat, render
+from .records import Person, Quarantined
 from .resume import Ingest
 
-__all__ = ["EXIT_ERROR", "EXIT_FINDINGS", "EXIT_OK", "cli", "main"]
+__all__ = ["EXIT_ERROR", "EXIT_FINDINGS", "EXIT_OK", "cli", "main", "output_options", "output_rows"]
+
+T = TypeVar("T")
 
 #: Exit statuses scripts can rely on (as coverage.py's): the command did its work and found
 #: nothing wrong; it could not run (a bad command line, file or database: one line on
@@ -46,7 +50,95 @@ _db_option = click.option(
     help="The identity database file (SQLite).",
 )
 _tenant_option = click.option("--tenant", required=True, help="The tenant (API key, `_k`).")
-_json_option = click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+_json_option = click.option(
+    "--json", "as_json", is_flag=True, help="Print the result as one JSON object."
+)
+
+
+def output_options(
+    *, table_format: str = "simple", headers: bool = True
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Add the output flags of a listing and pass the command an ``output`` (:class:`Options`).
+
+    ``--json`` / ``--nl`` (one JSON object a line), ``--csv``, ``--tsv``, ``--table`` /
+    ``-t`` and ``--fmt STYLE`` (an aligned table, the default), ``--no-headers``. Two
+    formats at once is a usage error. `table_format` and `headers` are the command's
+    defaults for its table.
+    """
+
+    def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(command)
+        def run(
+            *args: Any,
+            as_json: bool,
+            nl: bool,
+            as_csv: bool,
+            tsv: bool,
+            table: bool,
+            fmt: str | None,
+            no_headers: bool,
+            **kwargs: Any,
+        ) -> Any:
+            chosen: dict[OutputFormat, str] = {}
+            for flag, name, given in (
+                ("--json", "nl", as_json),
+                ("--nl", "nl", nl),
+                ("--csv", "csv", as_csv),
+                ("--tsv", "tsv", tsv),
+                ("--table", "table", table),
+                ("--fmt", "table", fmt is not None),
+            ):
+                if given:
+                    chosen.setdefault(cast(OutputFormat, name), flag)
+            if len(chosen) > 1:
+                raise click.UsageError(
+                    f"{' and '.join(chosen.values())} are two output formats: choose one"
+                )
+            kwargs["output"] = Options(
+                format=next(iter(chosen), "table"),
+                table_format=fmt or table_format,
+                headers=headers and not no_headers,
+            )
+            return command(*args, **kwargs)
+
+        flags = [
+            click.option(
+                "--json", "as_json", is_flag=True, help="One JSON object per line (as --nl)."
+            ),
+            click.option("--nl", is_flag=True, help="Newline-delimited JSON objects."),
+            click.option("--csv", "as_csv", is_flag=True, help="CSV with a header line."),
+            click.option("--tsv", is_flag=True, help="Tab-separated values with a header line."),
+            click.option("--table", "-t", is_flag=True, help="An aligned table (the default)."),
+            click.option(
+                "--fmt",
+                type=click.Choice(TABLE_FORMATS),
+                default=None,
+                help="Table style (plain, github, grid, ...; implies --table).",
+            ),
+            click.option("--no-headers", is_flag=True, help="Omit the header line."),
+        ]
+        for flag in reversed(flags):
+            run = flag(run)
+        return run
+
+    return decorate
+
+
+def output_rows(
+    rows: Iterable[T],
+    columns: Sequence[Column[T]],
+    as_json: Callable[[T], dict[str, Any]],
+    output: Options,
+) -> None:
+    """Print `rows` in the chosen format (the one place listings are printed)."""
+    for line in render(rows, columns, as_json, output):
+        click.echo(line)
+
+
+def _echo_json(value: object, *, err: bool = False) -> None:
+    click.echo(json.dumps(value, ensure_ascii=False), err=err)
+
+
 _as_of_option = click.option(
     "--as-of", type=int, default=None, help="Only use calls with event time <= this (UTC s)."
 )
@@ -125,6 +217,12 @@ def _progress(job: Ingest, quiet: bool) -> Iterator[Callable[[Ingest], None] | N
     help="Read files again that were already ingested (duplicates collapse).",
 )
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors.")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print each input's summary as one JSON object a line (and nothing else on stderr).",
+)
 def ingest(
     files: Sequence[str],
     db: str,
@@ -134,6 +232,7 @@ def ingest(
     batch_size: int,
     force: bool,
     quiet: bool,
+    as_json: bool,
 ) -> None:
     """Apply the tracking calls in FILES to the database.
 
@@ -154,32 +253,51 @@ def ingest(
             ) as job:
                 note = job.note()
                 if job.reader is None:
-                    if not quiet:
+                    if as_json:
+                        _echo_json({"input": item.name, "status": job.status, "note": note})
+                    elif not quiet:
                         click.echo(f"{item.name}: {note}")
                     continue
-                if not quiet:
+                if not quiet and not as_json:
                     if job.reader.sniffed:
                         click.echo(f"{item.name}: format {job.reader.format} (sniffed)", err=True)
                     if note:
                         click.echo(f"{item.name}: {note}", err=True)
-                with _progress(job, quiet) as update:
+                with _progress(job, quiet or as_json) as update:
                     summary = job.run(batch_size, update)
-                if not quiet:
-                    skipped = job.reader.skipped
+                skipped = job.reader.skipped
+                if as_json:
+                    _echo_json(
+                        {
+                            "input": item.name,
+                            "status": job.status,
+                            "note": note,
+                            "format": job.reader.format,
+                            "sniffed": job.reader.sniffed,
+                            **summary.as_dict(),
+                            "skipped_lines": skipped,
+                        }
+                    )
+                elif not quiet:
                     more = f"; {skipped} lines skipped (not tracking calls)" if skipped else ""
                     click.echo(f"{item.name}: {summary.line()}{more}")
 
 
-def _person_text(person: Person) -> str:
-    rows = [
+_FIELDS: list[Column[tuple[str, object]]] = [
+    Column("field", lambda row: row[0]),
+    Column("value", lambda row: row[1]),
+]
+
+
+def _person_fields(person: Person) -> list[tuple[str, object]]:
+    rows: list[tuple[str, object]] = [
         ("person", person.id),
         ("tenant", person.tenant),
-        ("identities", ", ".join(person.identities)),
-        ("customer ids", ", ".join(person.customer_ids)),
+        ("identities", person.identities),
+        ("customer ids", person.customer_ids),
         ("events", person.events),
     ]
-    rows += [(f"property {name}", value) for name, value in person.properties]
-    return str(tabulate(rows, tablefmt="plain"))
+    return rows + [(f"property {name}", value) for name, value in person.properties]
 
 
 @cli.command()
@@ -187,58 +305,66 @@ def _person_text(person: Person) -> str:
 @_db_option
 @_tenant_option
 @_as_of_option
-@_json_option
-def person(identity: str, db: str, tenant: str, as_of: int | None, as_json: bool) -> None:
-    """Show the person IDENTITY belongs to."""
+@output_options(table_format="plain", headers=False)
+def person(identity: str, db: str, tenant: str, as_of: int | None, output: Options) -> None:
+    """Show the person IDENTITY belongs to (a table of fields; --json: one object)."""
     with _open(db) as engine:
         found = engine.person(tenant, identity, as_of=as_of)
-        if as_json:
-            click.echo(json.dumps(found.as_dict(), ensure_ascii=False))
-        else:
-            click.echo(_person_text(found))
+    if output.format == "nl":
+        _echo_json(found.as_dict())
+    else:
+        output_rows(_person_fields(found), _FIELDS, lambda row: {row[0]: row[1]}, output)
+
+
+_PEOPLE: list[Column[Person]] = [
+    Column("person", lambda p: p.id),
+    Column("identities", lambda p: len(p.identities)),
+    Column("customer ids", lambda p: p.customer_ids),
+    Column("events", lambda p: p.events),
+]
 
 
 @cli.command()
 @_db_option
 @_tenant_option
 @_as_of_option
-@_json_option
-def people(db: str, tenant: str, as_of: int | None, as_json: bool) -> None:
+@output_options()
+def people(db: str, tenant: str, as_of: int | None, output: Options) -> None:
     """List every person of a tenant, also those with no Customer ID yet."""
     with _open(db) as engine:
-        if as_json:
-            for found in engine.people(tenant, as_of=as_of):
-                click.echo(json.dumps(found.as_dict(), ensure_ascii=False))
-            return
-        rows = [
-            (p.id, len(p.identities), ", ".join(p.customer_ids), p.events)
-            for p in engine.people(tenant, as_of=as_of)
-        ]
-        click.echo(tabulate(rows, headers=("person", "identities", "customer ids", "events")))
+        output_rows(engine.people(tenant, as_of=as_of), _PEOPLE, Person.as_dict, output)
+
+
+_QUARANTINE: list[Column[Quarantined]] = [
+    Column("reason", lambda q: q.reason),
+    Column("sent", lambda q: q.sent),
+    Column("source", lambda q: q.source),
+    Column("raw", lambda q: _shorten(q.raw)),
+]
 
 
 @cli.command()
 @_db_option
 @click.option("--tenant", default=None, help="Only this tenant's calls.")
 @click.option("--reason", default=None, help="Only calls quarantined for this reason.")
-@_json_option
 @click.option(
-    "--raw", is_flag=True, help="Print the raw calls, one a line, to repair and ingest again."
+    "--raw",
+    is_flag=True,
+    help="Print the raw calls, one a line, to repair and ingest again (no other format).",
 )
-def quarantine(db: str, tenant: str | None, reason: str | None, as_json: bool, raw: bool) -> None:
-    """List quarantined calls with their reasons."""
+@output_options()
+def quarantine(db: str, tenant: str | None, reason: str | None, raw: bool, output: Options) -> None:
+    """List quarantined calls with their reasons (the raw call shortened in a table)."""
+    given = click.get_current_context().params
+    if raw and any(given.get(f) for f in ("as_json", "nl", "as_csv", "tsv", "table", "fmt")):
+        raise click.UsageError("--raw prints the raw calls: it takes no other output format")
     with _open(db) as engine:
         items = engine.quarantine(tenant, reason=reason)
         if raw:
             for item in items:
                 click.echo(_one_line(item.raw))
             return
-        if as_json:
-            for item in items:
-                click.echo(json.dumps(item.as_dict(), ensure_ascii=False))
-            return
-        rows = [(q.reason, q.sent, q.source, _shorten(q.raw)) for q in items]
-        click.echo(tabulate(rows, headers=("reason", "sent", "source", "raw")))
+        output_rows(items, _QUARANTINE, Quarantined.as_dict, output)
 
 
 def _one_line(raw: str) -> str:
@@ -270,6 +396,9 @@ def _one_line(raw: str) -> str:
 )
 @click.option("--include-key", is_flag=True, help="With km, write the tenant as `_k` on each line.")
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors.")
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print the summary as one JSON object (on stderr)."
+)
 def export_(
     db: str,
     tenant: str,
@@ -277,6 +406,7 @@ def export_(
     output: str,
     include_key: bool,
     quiet: bool,
+    as_json: bool,
 ) -> None:
     """Write a tenant's accepted calls back as Kissmetrics JSON lines or URLs.
 
@@ -319,7 +449,9 @@ def export_(
             finally:
                 if os.path.exists(partial):
                     os.remove(partial)
-    if not quiet:
+    if as_json:
+        _echo_json({"tenant": tenant, **dataclasses.asdict(summary)}, err=True)
+    elif not quiet:
         click.echo(f"{tenant}: {summary.line()}", err=True)
 
 
@@ -329,7 +461,8 @@ def _shorten(text: str, width: int = 80) -> str:
 
 @cli.command()
 @_db_option
-def check(db: str) -> None:
+@_json_option
+def check(db: str, as_json: bool) -> None:
     """Recompute people from the stored alias links and compare with what is stored.
 
     SQLite's own quick check of every page runs first. Exit status: 0 consistent; 1 the
@@ -343,17 +476,36 @@ def check(db: str) -> None:
         try:
             result = engine.check()
         except InconsistentStoreError as exc:
-            for problem in exc.problems:
-                click.echo(problem)
+            if as_json:
+                _echo_json({"ok": False, "db": exc.path, "problems": exc.problems})
+            else:
+                for problem in exc.problems:
+                    click.echo(problem)
             found = len(exc.problems)
             click.echo(
                 f"identity: inconsistent: {exc.path}: {found} problem{'s' * (found != 1)}",
                 err=True,
             )
             raise click.exceptions.Exit(EXIT_FINDINGS) from None
+    if as_json:
+        _echo_json({"ok": True, "db": db, **result})
+        return
     click.echo(
         f"ok: {result['identities']} identities, {result['links']} links, {result['people']} people"
     )
+
+
+_DEMO_PEOPLE: list[Column[Person]] = [
+    Column("person", lambda p: p.id),
+    Column("identities", lambda p: p.identities),
+    Column("customer ids", lambda p: p.customer_ids),
+    Column("properties", lambda p: [f"{k}={v}" for k, v in p.properties]),
+    Column("events", lambda p: p.events),
+]
+_DEMO_QUARANTINE: list[Column[Quarantined]] = [
+    Column("reason", lambda q: q.reason),
+    Column("raw", lambda q: _shorten(q.raw, 60)),
+]
 
 
 @cli.command()
@@ -387,23 +539,13 @@ def demo(db: str | None) -> None:
                 )
             )
             click.echo(f"sample.txt: {summary.line()}\n")
+            table = Options()
             for tenant in engine.tenants():
-                rows = [
-                    (
-                        p.id,
-                        ", ".join(p.identities),
-                        ", ".join(p.customer_ids),
-                        ", ".join(f"{k}={v}" for k, v in p.properties),
-                        p.events,
-                    )
-                    for p in engine.people(tenant)
-                ]
                 click.echo(f"tenant {tenant}:")
-                headers = ("person", "identities", "customer ids", "properties", "events")
-                click.echo(tabulate(rows, headers=headers) + "\n")
-            reasons = [(q.reason, _shorten(q.raw, 60)) for q in engine.quarantine()]
+                output_rows(engine.people(tenant), _DEMO_PEOPLE, Person.as_dict, table)
+                click.echo()
             click.echo("quarantined:")
-            click.echo(tabulate(reasons, headers=("reason", "raw")))
+            output_rows(engine.quarantine(), _DEMO_QUARANTINE, Quarantined.as_dict, table)
 
 
 @cli.command()

@@ -136,6 +136,13 @@ def test_every_command_has_help_and_is_in_the_readme() -> None:
         assert result.exit_code == 0
         assert command.help, name
         assert re.search(rf"identity {name}\b", readme), f"{name} is not in README.md"
+        row = next(line for line in readme.splitlines() if line.startswith(f"| `identity {name}"))
+        listing = {"--json", "--nl", "--csv", "--tsv", "--table", "--fmt", "--no-headers"}
+        for param in command.params:
+            flags = [f for f in param.opts if f.startswith("-")]
+            if not flags or "--help" in flags or (listing & set(flags) and "[OUTPUT" in row):
+                continue
+            assert any(f in row for f in flags), f"identity {name} {flags} not in README's table"
 
 
 def test_no_arguments_prints_the_commands_not_an_error(capsys: pytest.CaptureFixture[str]) -> None:
