@@ -433,6 +433,21 @@ class Engine:
             raise UnknownIdentityError(tenant, identity)
         return min(m[1] for m in members), members
 
+    def member_rows(
+        self, tenant: str, identity: str, *, as_of: int | None = None
+    ) -> list[tuple[int, str, int, int | None]]:
+        """Return ``(row id, identity, first_seen, customer_since)`` of the person's identities.
+
+        The rows :mod:`identity.inspection` builds a person's graph from; with `as_of`, the
+        person as of that time.
+
+        Raises
+        ------
+        UnknownIdentityError
+            No accepted call named `identity` (by `as_of`).
+        """
+        return self._members(tenant, identity, as_of)[1]
+
     def person(self, tenant: str, identity: str, *, as_of: int | None = None) -> Person:
         """Return the person `identity` belongs to.
 

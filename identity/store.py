@@ -1291,6 +1291,41 @@ class Store:
         return out
 
     @_translated
+    def links_of(self, ids: Sequence[int], as_of: int | None = None) -> list[LinkRow]:
+        """Return the links whose smaller end is one of `ids` (``t <= as_of`` when given).
+
+        Given every identity of a person, these are the person's links.
+        """
+        out: list[LinkRow] = []
+        limit = "" if as_of is None else " AND t <= ?"
+        for chunk in _chunks(ids):
+            marks = ",".join("?" * len(chunk))
+            params: tuple[Any, ...] = tuple(chunk) if as_of is None else (*chunk, as_of)
+            rows = self.conn.execute(
+                f"SELECT a, b, t, sent, source FROM links WHERE a IN ({marks}){limit}", params
+            )
+            out.extend(LinkRow(*row) for row in rows)
+        return out
+
+    @_translated
+    def activity(self, ids: Sequence[int], as_of: int | None = None) -> dict[int, tuple[int, int]]:
+        """Return ``{identity row id: (events, property records)}`` (``t <= as_of``)."""
+        found: dict[int, list[int]] = {}
+        limit = "" if as_of is None else " AND t <= ?"
+        for chunk in _chunks(ids):
+            marks = ",".join("?" * len(chunk))
+            params: tuple[Any, ...] = tuple(chunk) if as_of is None else (*chunk, as_of)
+            for slot, table in enumerate(("events", "properties")):
+                rows = self.conn.execute(
+                    f"SELECT identity, count(*) FROM {table} WHERE identity IN ({marks}){limit} "
+                    "GROUP BY identity",
+                    params,
+                )
+                for row_id, n in rows:
+                    found.setdefault(row_id, [0, 0])[slot] = n
+        return {row_id: (n[0], n[1]) for row_id, n in found.items()}
+
+    @_translated
     def property_records(self, ids: Sequence[int]) -> list[tuple[int, str, str, str, int, int]]:
         """Return ``(identity id, name_key, name, value, t, sent)`` of identity rows."""
         out: list[tuple[int, str, str, str, int, int]] = []
