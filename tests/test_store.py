@@ -271,6 +271,8 @@ STORE_CALLS: dict[str, tuple[object, ...]] = {
     "members": (1,),
     "identities_by_id": ([1],),
     "neighbours": ([1], 5),
+    "links_of": ([1], 5),
+    "activity": ([1], 5),
     "property_records": ([1],),
     "events_of": ([1],),
     "tenant_members": ("K",),
