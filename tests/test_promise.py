@@ -39,29 +39,95 @@ times = st.integers(min_value=0, max_value=6)
 
 
 @st.composite
-def a_call(draw: st.DrawFn) -> Call:
+def a_call(
+    draw: st.DrawFn,
+    identities: list[str] = IDENTITIES,
+    events: list[str] = EVENTS,
+    stamps: st.SearchStrategy[int] = times,
+    names: list[str] = PROPERTY_NAMES,
+    values: list[str] = VALUES,
+) -> Call:
     kind = draw(st.sampled_from(["e", "e", "s", "a", "a", "a", "x"]))
     params: list[tuple[str, str]] = []
     if draw(st.integers(0, 20)):
         params.append(("_k", draw(st.sampled_from(TENANTS))))
-    params.append(("_p", draw(st.sampled_from(IDENTITIES))))
+    params.append(("_p", draw(st.sampled_from(identities))))
     if kind == "e":
-        params.append(("_n", draw(st.sampled_from(EVENTS))))
+        params.append(("_n", draw(st.sampled_from(events))))
     elif kind == "a":
-        params.append(("_n", draw(st.sampled_from(IDENTITIES))))
-    stamp = draw(st.one_of(st.none(), times.map(str), st.just("1.5"), st.just("soon")))
+        params.append(("_n", draw(st.sampled_from(identities))))
+    stamp = draw(st.one_of(st.none(), stamps.map(str), st.just("1.5"), st.just("soon")))
     if stamp is not None:
         params.append(("_t", stamp))
     if draw(st.booleans()):
         params.append(("_d", draw(st.sampled_from(["1", "0"]))))
     if kind in "es":
         for _ in range(draw(st.integers(0, 2))):
-            params.append((draw(st.sampled_from(PROPERTY_NAMES)), draw(st.sampled_from(VALUES))))
-    received = draw(times)
+            params.append((draw(st.sampled_from(names)), draw(st.sampled_from(values))))
+    received = draw(stamps)
     return from_params(kind, params, received=received, source="test")
 
 
-collections = st.lists(a_call(), min_size=1, max_size=25)
+def _variant(text: str, how: str) -> str:
+    return {"upper": text.upper(), "lower": text.lower(), "swap": text.swapcase()}.get(how, text)
+
+
+@st.composite
+def an_echo(draw: st.DrawFn, call: Call, stamps: st.SearchStrategy[int]) -> Call:
+    """Another copy of `call` that collides with it: a duplicate, or nearly one.
+
+    The event and property names in another case, another receive time (so another event
+    time when ``_d`` is not 1, the same dedupe time when ``_t`` is a number), ``_d``
+    added or dropped, sometimes other property values (a tie on ``t`` between two values),
+    sometimes the other tenant (the same identity in two tenants).
+    """
+    how = draw(st.sampled_from(["same", "upper", "lower", "swap"]), label="case")
+    received = draw(st.one_of(st.just(call.received), stamps), label="received")
+    other_tenant = draw(st.integers(0, 4), label="other tenant") == 0
+    toggle_d = draw(st.integers(0, 3), label="toggle _d") == 0
+    revalue = draw(st.integers(0, 2), label="other value") == 0
+    params: list[tuple[str, str]] = []
+    for key, value in call.params:
+        if key == "_k" and other_tenant:
+            value = TENANTS[1 - TENANTS.index(value)] if value in TENANTS else value
+        elif key == "_n" and call.kind == "e":
+            value = _variant(value, how)
+        elif key == "_d" and toggle_d:
+            continue
+        elif not key.startswith("_"):
+            key = _variant(key, how)
+            value = value + "0" if revalue else value
+        params.append((key, value))
+    if toggle_d and "_d" not in dict(call.params):
+        params.append(("_d", "1"))
+    return from_params(call.kind, params, received=received, source="echo")
+
+
+@st.composite
+def colliding_collections(draw: st.DrawFn) -> list[Call]:
+    """Few identities, case variants of one event name, ties on time, echoes of calls.
+
+    Built so that nearly every collection holds calls that collide: duplicate events and
+    property sets (exact or in another case), ties on ``t`` between different values, the
+    same identity in both tenants; the permutation and batch split of the test then put
+    the copies of a pair in different batches.
+    """
+    identities = draw(
+        st.lists(st.sampled_from(IDENTITIES), min_size=1, max_size=3, unique=True),
+        label="identities",
+    )
+    event = draw(st.sampled_from(["Signed Up", "Paid"]), label="event")
+    events = [event, event.lower(), event.upper(), event.swapcase()]
+    stamps = st.integers(min_value=0, max_value=2)
+    calls = a_call(identities, events, stamps, ["Plan", "plan", "PLAN"], ["1", "2"])
+    base = draw(st.lists(calls, min_size=1, max_size=12), label="calls")
+    picks = draw(st.lists(st.sampled_from(base), max_size=10), label="echoed")
+    return base + [draw(an_echo(call, stamps), label="echo") for call in picks]
+
+
+wide_collections = st.lists(a_call(), min_size=1, max_size=25)
+#: two draws in three collide by construction
+collections = st.one_of(wide_collections, colliding_collections(), colliding_collections())
 
 
 def observe(engine: Engine) -> dict[str, Any]:
@@ -77,7 +143,8 @@ def observe(engine: Engine) -> dict[str, Any]:
                     engine.events(tenant, p.id),
                     engine.property_history(tenant, p.id),
                     engine.first_properties(tenant, p.id),
-                    engine.person(tenant, p.id, as_of=2) if _known(engine, tenant, p.id, 2)
+                    engine.person(tenant, p.id, as_of=2)
+                    if _known(engine, tenant, p.id, 2)
                     else None,
                 )
                 for p in people
