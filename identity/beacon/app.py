@@ -39,9 +39,9 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import IO, TYPE_CHECKING, Any, Literal
-from urllib.parse import quote, unquote_plus
+from urllib.parse import quote
 
-from ..calls import DEFAULT_RULES, KINDS, Call, Reason, Rules, parse_form, rejected
+from ..calls import DEFAULT_RULES, KINDS, Call, Reason, Rules, parse_form, rejected, tenant_hint
 from ..engine import Engine
 from ..errors import ConfigurationError
 from .writer import Writer
@@ -73,7 +73,6 @@ PREVIEW = 1024
 
 _FORM_TYPES = frozenset({"", "application/x-www-form-urlencoded", "text/plain"})
 _NO_CACHE = [("Cache-Control", "no-cache, no-store"), ("Pragma", "no-cache")]
-_TENANT = re.compile(r"(?:^|[?&])_k=([^&]*)")
 _CLF_UNSAFE = re.compile(r'[^\x20-\x7e]|["\\]')
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
@@ -120,14 +119,6 @@ def _shown(text: str) -> str:
         return text.encode("latin-1").decode("utf-8", "backslashreplace")
     except UnicodeEncodeError:
         return text
-
-
-def _tenant_hint(text: str) -> str | None:
-    """Return the ``_k`` of a partial or broken query string, when one can be seen."""
-    match = _TENANT.search(text)
-    if match is None:
-        return None
-    return unquote_plus(match.group(1), errors="replace") or None
 
 
 def _read(stream: Any, size: int) -> tuple[bytes, bool]:
@@ -364,7 +355,7 @@ class Beacon:
 
     def _refused(self, raw: str, reason: Reason, received: int, note: str = "") -> Call:
         """Return a call quarantined for `reason`: `raw` (plus `note`), tenant if seen."""
-        tenant = _tenant_hint(raw)
+        tenant = tenant_hint(raw)  # before the note is added
         return rejected(raw + note, reason, received=received, source=SOURCE, tenant=tenant)
 
     def _log_access(
