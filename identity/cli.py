@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from importlib import resources
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import click
 
@@ -29,6 +29,9 @@ from .errors import IdentityError
 from .formats import FormatOrAuto
 from .output import TABLE_FORMATS, Column, Options, OutputFormat, render
 from .records import Person, Quarantined
+
+if TYPE_CHECKING:
+    from .inspection import Link
 from .resume import Ingest
 
 __all__ = ["EXIT_ERROR", "EXIT_FINDINGS", "EXIT_OK", "cli", "main", "output_options", "output_rows"]
@@ -493,6 +496,42 @@ def check(db: str, as_json: bool) -> None:
     click.echo(
         f"ok: {result['identities']} identities, {result['links']} links, {result['people']} people"
     )
+
+
+_CHAIN: list[Column[Link]] = [
+    Column("from", lambda link: link.start),
+    Column("to", lambda link: link.end),
+    Column("t", lambda link: link.t),
+    Column("sent", lambda link: link.sent),
+    Column("source", lambda link: link.source),
+]
+
+
+@cli.command()
+@click.argument("a")
+@click.argument("b")
+@_db_option
+@_tenant_option
+@_as_of_option
+@_json_option
+def explain(a: str, b: str, db: str, tenant: str, as_of: int | None, as_json: bool) -> None:
+    """Explain why identities A and B are one person: the links that joined them earliest.
+
+    The chain whose latest link is earliest (the time they became one person), fewest
+    links among those. Identities of different people, or unknown ones, are said so.
+    """
+    from .inspection import Link
+    from .inspection import explain as explain_pair
+
+    with _open(db) as engine:
+        answer = explain_pair(engine, tenant, a, b, as_of=as_of)
+    if as_json:
+        _echo_json(answer.as_dict())
+        return
+    click.echo(answer.sentence())
+    if answer.chain:
+        click.echo()
+        output_rows(answer.chain, _CHAIN, Link.as_dict, Options())
 
 
 _DEMO_PEOPLE: list[Column[Person]] = [
