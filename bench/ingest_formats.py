@@ -30,7 +30,7 @@ _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct",
 _CHILD = """
 import json, resource, sys, time
 from identity.cli import main
-from identity.sources import Reader
+from identity.io.sources import Reader
 mode, path, db = sys.argv[1:4]
 wall, cpu = time.perf_counter(), time.process_time()
 if mode == "read":

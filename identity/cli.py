@@ -21,18 +21,18 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import click
 
-from . import export as exporting
-from . import sources
 from .calls import MAX_TIME, MIN_TIME
 from .engine import Engine
 from .errors import IdentityError
-from .formats import FormatOrAuto
+from .io import export as exporting
+from .io import sources
+from .io.formats import FormatOrAuto
 from .output import TABLE_FORMATS, Column, Options, OutputFormat, render
 from .records import Person, Quarantined
 
 if TYPE_CHECKING:
     from .inspection import Link
-from .resume import Ingest
+from .io.resume import Ingest
 
 __all__ = ["EXIT_ERROR", "EXIT_FINDINGS", "EXIT_OK", "cli", "main", "output_options", "output_rows"]
 

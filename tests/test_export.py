@@ -22,8 +22,8 @@ from hypothesis import strategies as st
 from identity import Engine
 from identity.calls import Call, from_params
 from identity.cli import main
-from identity.export import Exported, ExportSummary, km_line, lines, url_line
-from identity.sources import Reader
+from identity.io.export import Exported, ExportSummary, km_line, lines, url_line
+from identity.io.sources import Reader
 
 EXAMPLES = max(int(os.environ.get("IDENTITY_HYPOTHESIS_EXAMPLES", "500")) // 2, 100)
 SETTINGS = settings(

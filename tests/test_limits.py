@@ -24,8 +24,8 @@ from identity.calls import (
     parse_query,
 )
 from identity.cli import main
-from identity.formats import sniff
-from identity.sources import Reader
+from identity.io.formats import sniff
+from identity.io.sources import Reader
 
 HUGE_TIMES = ["1e100000000", "1e30", "99999999999999999999", "-1e30", "-5", str(MAX_TIME + 1)]
 

@@ -24,8 +24,8 @@ import pytest
 import identity
 from identity import Engine
 from identity.cli import main
-from identity.resume import Ingest
-from identity.sources import Input
+from identity.io.resume import Ingest
+from identity.io.sources import Input
 from identity.store import Store
 
 PACKAGE_ROOT = str(Path(identity.__file__).resolve().parents[1])

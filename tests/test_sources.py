@@ -18,7 +18,7 @@ from identity import Engine
 from identity.calls import Call
 from identity.cli import main
 from identity.errors import InputError
-from identity.sources import MAX_LINE, NOT_LOGGED, Input, Reader, expand, sniff
+from identity.io.sources import MAX_LINE, NOT_LOGGED, Input, Reader, expand, sniff
 
 
 def read(data: bytes, name: str = "in", **options: object) -> tuple[Reader, list[Call]]:

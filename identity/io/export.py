@@ -52,9 +52,9 @@ from dataclasses import dataclass
 from typing import Literal, get_args
 from urllib.parse import quote_plus
 
-from .errors import ConfigurationError
+from ..errors import ConfigurationError
+from ..store import Store
 from .formats import DEDUPE_TIME_KEY, ESCAPE, ESCAPED
-from .store import Store
 
 __all__ = [
     "FORMATS",
@@ -72,7 +72,7 @@ ExportFormat = Literal["km", "url"]
 FORMATS: tuple[ExportFormat, ...] = get_args(ExportFormat)
 
 #: Property names a line cannot carry as they are (they mean something else there): they
-#: are written with the :data:`~identity.formats.ESCAPE` prefix, which identity reads back.
+#: are written with the :data:`~identity.io.formats.ESCAPE` prefix, which identity reads back.
 _KM_UNSAFE = ESCAPED
 #: In a URL, ``_p2``, ``_n`` (of ``/s``) and ``_path`` are plain properties.
 _URL_UNSAFE = frozenset({DEDUPE_TIME_KEY})
@@ -191,7 +191,7 @@ def km_line(call: Exported, tenant: str | None = None) -> str:
     """Return `call` as a Kissmetrics JSON line.
 
     A property whose name means something else on a line (``_p2``, ``_n``, ``_td``,
-    ``_path``) is written under :data:`~identity.formats.ESCAPE` (``"_prop:_p2"``), which
+    ``_path``) is written under :data:`~identity.io.formats.ESCAPE` (``"_prop:_p2"``), which
     identity's readers turn back into its name: every call can be exported.
 
     Parameters

@@ -56,8 +56,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from typing import IO
 
-from .calls import DEFAULT_RULES, Call, Rules
-from .errors import ConfigurationError, InputError
+from ..calls import DEFAULT_RULES, Call, Rules
+from ..errors import ConfigurationError, InputError
 from .formats import (
     BOM,
     DEDUPE_TIME_KEY,

@@ -28,7 +28,7 @@ from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Final, Literal, get_args
 
-from .calls import (
+from ..calls import (
     DEFAULT_RULES,
     Call,
     Reason,

@@ -19,7 +19,7 @@ Examples
 --------
 >>> import os, tempfile
 >>> from identity import Engine
->>> from identity.sources import Input
+>>> from identity.io.sources import Input
 >>> folder = tempfile.mkdtemp()
 >>> path = os.path.join(folder, "calls.txt")
 >>> with open(path, "w") as f:
@@ -41,12 +41,12 @@ from collections.abc import Callable
 from itertools import islice
 from typing import Literal, get_args
 
-from .engine import Engine
-from .errors import ConfigurationError
+from ..engine import Engine
+from ..errors import ConfigurationError
+from ..records import Summary
+from ..store import Store
 from .formats import FormatOrAuto
-from .records import Summary
 from .sources import Input, Reader, fingerprint, grew_from
-from .store import Store
 
 __all__ = ["STATUSES", "Ingest", "Status"]
 
@@ -65,7 +65,7 @@ class Ingest:
     source : Input
         What to read.
     fmt, tenant, received
-        As for :class:`~identity.sources.Reader`.
+        As for :class:`~identity.io.sources.Reader`.
     force : bool
         Read the input from the start even if it was read before.
 
