@@ -537,6 +537,8 @@ def from_params(
     if raw is None:
         raw = json.dumps({"_path": kind, **dict(params)}, ensure_ascii=False)
     values = dict(params)
+    if not raw.isascii() and not _encodable(raw, params):  # a lone surrogate from a str
+        return _reject(kind, (), _tenant_only(values), received, raw, source, "bad_encoding")
     if kind not in KINDS:
         return _reject(kind, params, values, received, raw, source, "unknown_call")
     reason = _check_common(kind, values, rules)
@@ -598,6 +600,11 @@ def from_params(
         reason=None,
         params=params,
     )
+
+
+def _tenant_only(values: Mapping[str, str]) -> dict[str, str]:
+    tenant = _storable(values.get("_k"))
+    return {} if tenant is None else {"_k": tenant}
 
 
 def _check_common(kind: str, values: Mapping[str, str], rules: Rules) -> Reason | None:
@@ -794,7 +801,7 @@ def _text(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
-def _encodable(raw: str, params: list[tuple[str, str]]) -> bool:
+def _encodable(raw: str, params: Iterable[tuple[str, str]]) -> bool:
     """Tell whether every text can be stored as UTF-8 (no lone surrogates)."""
     try:
         raw.encode("utf-8")
@@ -839,6 +846,7 @@ def from_mapping(
     try:
         raw = json.dumps(dict(mapping), ensure_ascii=False, default=str, sort_keys=True)
         params = [(str(k), _text(v)) for k, v in mapping.items() if k != "_path"]
+        path = _text(mapping.get("_path", ""))
     except (RecursionError, ValueError, TypeError):  # too deep, circular, unsortable keys
         raw = _PREVIEW_REPR.repr(dict(mapping))
         return _unparsed(kind or "", received, raw, source, "malformed", _str_or_none(mapping))
@@ -853,7 +861,7 @@ def from_mapping(
         known = {"_k": tenant} if isinstance(tenant, str) and _encodable(tenant, []) else {}
         return _reject(kind or "", (), known, received, raw, source, "bad_encoding")
     if kind is None:
-        kind = _kind_of_path(_text(mapping.get("_path", "")))
+        kind = _kind_of_path(path)
     return from_params(kind, params, received=received, raw=raw, source=source, rules=rules)
 
 

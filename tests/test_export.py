@@ -315,3 +315,14 @@ def test_any_call_set_round_trips(calls: list[Call], fmt: str) -> None:
     assert snapshot(fresh) == snapshot(engine)
     assert observe(fresh) == observe(engine)
     assert export_text(fresh, fmt) == export_text(engine, fmt)
+
+
+def test_a_call_with_the_most_properties_and_a_dedupe_time_round_trips() -> None:
+    # found by tests/test_fuzz.py: _td counted as the 1,001st property on re-import
+    from identity.calls import MAX_PROPERTIES
+
+    params = "&".join(f"p{i}=1" for i in range(MAX_PROPERTIES))
+    engine = Engine()
+    engine.ingest([f"/e?_k=K&_p=bob&_n=Paid&_t=1&{params}"], received=5)
+    for fmt in ("km", "url"):
+        assert snapshot(reimport(engine, fmt)) == snapshot(engine), fmt

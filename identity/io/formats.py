@@ -290,6 +290,11 @@ def shown(data: bytes) -> str:
     return data.decode("utf-8", "backslashreplace")
 
 
+#: Calls the extensions are applied to: accepted ones, and those with one property too many
+#: when ``_td`` was counted as a property (an exported call with the most properties).
+_EXTENSIBLE: frozenset[Reason | None] = frozenset({None, "too_many_properties"})
+
+
 def _with_extensions(call: Call, rules: Rules) -> Call:
     """Apply the extensions ``identity export`` writes to a call read from a line.
 
@@ -298,7 +303,7 @@ def _with_extensions(call: Call, rules: Rules) -> Call:
     :data:`ESCAPE`: ``_prop:_p2`` is a property named ``_p2``, which the line could not
     carry under its own name (SPEC §1 gives it another meaning).
     """
-    if call.kind not in ("e", "s") or call.reason is not None:
+    if call.kind not in ("e", "s") or call.reason not in _EXTENSIBLE:
         return call
     params = list(call.params)
     received = call.received
@@ -369,7 +374,7 @@ def _url_parser(ctx: Context) -> Parse:
         except UnicodeDecodeError:
             return _undecodable(data, source, ctx)
         call = parse_query(text, received=received, source=source, rules=rules, tenant=tenant)
-        if ("_td=" in text or "_prop%3A" in text) and call.reason is None:
+        if ("_td=" in text or "_prop%3A" in text) and call.reason in _EXTENSIBLE:
             call = _with_extensions(call, rules)
         return call
 
@@ -385,7 +390,7 @@ def _km_parser(ctx: Context) -> Parse:
         except UnicodeDecodeError:
             return _undecodable(data, source, ctx)
         call = parse_km_line(text, tenant=tenant, received=received, source=source, rules=rules)
-        if ('"_td"' in text or '"_prop:' in text) and call.reason is None:
+        if ('"_td"' in text or '"_prop:' in text) and call.reason in _EXTENSIBLE:
             call = _with_extensions(call, rules)
         return call
 
