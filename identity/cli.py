@@ -31,7 +31,7 @@ from .output import TABLE_FORMATS, Column, Options, OutputFormat, render
 from .records import Person, Quarantined
 
 if TYPE_CHECKING:
-    from .inspection import Link
+    from .inspection import Bridge, Link, Split
 from .io.resume import Ingest
 
 __all__ = ["EXIT_ERROR", "EXIT_FINDINGS", "EXIT_OK", "cli", "main", "output_options", "output_rows"]
@@ -532,6 +532,138 @@ def explain(a: str, b: str, db: str, tenant: str, as_of: int | None, as_json: bo
     if answer.chain:
         click.echo()
         output_rows(answer.chain, _CHAIN, Link.as_dict, Options())
+
+
+_BRIDGES: list[Column[Bridge]] = [
+    Column("person", lambda b: b.person),
+    Column("from", lambda b: b.link.start),
+    Column("to", lambda b: b.link.end),
+    Column("sides", lambda b: f"{b.sizes[0]} | {b.sizes[1]}"),
+    Column("customer ids", lambda b: f"{b.customers[0]} | {b.customers[1]}"),
+    Column("t", lambda b: b.link.t),
+    Column("sent", lambda b: b.link.sent),
+    Column("source", lambda b: b.link.source),
+]
+
+
+@cli.command()
+@_db_option
+@_tenant_option
+@click.option(
+    "--min-part",
+    type=click.IntRange(min=1),
+    default=2,
+    show_default=True,
+    help="A bridge is risky when both parts have a Customer ID or this many identities.",
+)
+@click.option("--hub-links", type=click.IntRange(min=1), default=10, show_default=True,
+              help="Identities with this many links are hubs.")  # fmt: skip
+@click.option("--large", type=click.IntRange(min=1), default=100, show_default=True,
+              help="People with this many identities are large.")  # fmt: skip
+@_as_of_option
+@_json_option
+def risky(
+    db: str,
+    tenant: str,
+    min_part: int,
+    hub_links: int,
+    large: int,
+    as_of: int | None,
+    as_json: bool,
+) -> None:
+    """List risky links and identities, riskiest first.
+
+    Bridges (one link holding two sizeable parts of a person together), hub identities,
+    large people, junk identities and the aliases blocked because of them.
+    """
+    from .inspection import Bridge
+    from .inspection import risky as find_risks
+
+    with _open(db) as engine:
+        risks = find_risks(
+            engine, tenant, min_part=min_part, hub_links=hub_links, large_person=large,
+            as_of=as_of,
+        )  # fmt: skip
+    if as_json:
+        _echo_json(risks.as_dict())
+        return
+    table = Options()
+    sections: list[tuple[str, Callable[[], None], int]] = [
+        ("bridges", lambda: output_rows(risks.bridges, _BRIDGES, Bridge.as_dict, table),
+         len(risks.bridges)),
+        ("hubs", lambda: output_rows(risks.hubs, _HUBS, lambda h: {}, table), len(risks.hubs)),
+        ("large people", lambda: output_rows(risks.large, _LARGE, lambda h: {}, table),
+         len(risks.large)),
+        ("junk identities", lambda: output_rows(risks.junk, _JUNK, lambda h: {}, table),
+         len(risks.junk)),
+    ]  # fmt: skip
+    for title, show, count in sections:
+        click.echo(f"{title}: {count}")
+        if count:
+            show()
+        click.echo()
+    click.echo(f"aliases blocked (junk identities): {risks.blocked_aliases}")
+
+
+_HUBS: list[Column[tuple[str, str, int]]] = [
+    Column("identity", lambda h: h[0]),
+    Column("person", lambda h: h[1]),
+    Column("links", lambda h: h[2]),
+]
+_LARGE: list[Column[tuple[str, int]]] = [
+    Column("person", lambda p: p[0]),
+    Column("identities", lambda p: p[1]),
+]
+_JUNK: list[Column[tuple[str, str]]] = [
+    Column("identity", lambda j: j[0]),
+    Column("person", lambda j: j[1]),
+]
+_SPLITS: list[Column[Split]] = [
+    Column("person", lambda s: s.person),
+    Column("identities", lambda s: s.size),
+    Column("parts", lambda s: [f"{p} ({n})" for p, n in s.parts]),
+]
+
+
+@cli.command(name="what-if")
+@_db_option
+@_tenant_option
+@click.option("--drop-identity", "drop_identities", multiple=True, metavar="X",
+              help="Drop this identity and its links (repeatable).")  # fmt: skip
+@click.option("--drop-link", "drop_links", multiple=True, nargs=2, metavar="A B",
+              help="Drop the link between A and B (repeatable).")  # fmt: skip
+@click.option("--drop-junk", is_flag=True, help="Drop every identity the junk rules match.")
+@_as_of_option
+@_json_option
+def what_if(
+    db: str,
+    tenant: str,
+    drop_identities: tuple[str, ...],
+    drop_links: tuple[tuple[str, str], ...],
+    drop_junk: bool,
+    as_of: int | None,
+    as_json: bool,
+) -> None:
+    """List the people that would split if identities or links were dropped.
+
+    Computed on a copy in memory: the database is only read.
+    """
+    from .inspection import Split
+    from .inspection import what_if as splits_of
+
+    if not (drop_identities or drop_links or drop_junk):
+        raise click.UsageError("say what to drop: --drop-identity, --drop-link or --drop-junk")
+    with _open(db) as engine:
+        splits = splits_of(
+            engine, tenant, drop_identities=drop_identities, drop_links=drop_links,
+            drop_junk=drop_junk, as_of=as_of,
+        )  # fmt: skip
+    if as_json:
+        _echo_json({"tenant": tenant, "splits": [s.as_dict() for s in splits]})
+        return
+    click.echo(f"{len(splits)} people would split")
+    if splits:
+        output_rows(splits, _SPLITS, Split.as_dict, Options())
 
 
 _DEMO_PEOPLE: list[Column[Person]] = [

@@ -21,6 +21,7 @@ Examples
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 from typing import Any
@@ -31,7 +32,18 @@ from .core import UnionFind
 from .engine import Engine
 from .errors import UnknownIdentityError
 
-__all__ = ["Explanation", "Link", "explain", "person_graph"]
+__all__ = [
+    "Bridge",
+    "Explanation",
+    "Link",
+    "Risks",
+    "Split",
+    "explain",
+    "person_graph",
+    "risky",
+    "tenant_graph",
+    "what_if",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -268,3 +280,270 @@ def explain(engine: Engine, tenant: str, a: str, b: str, as_of: int | None = Non
         for x, y in pairwise(path)
     )
     return Explanation(tenant, a, b, True, person, joined_at, chain, a_since, b_since, as_of)
+
+
+# -- the whole tenant: risky links and what-if ---------------------------------------------------
+
+
+def tenant_graph(engine: Engine, tenant: str, as_of: int | None = None) -> nx.Graph:
+    """Return every identity of `tenant` and every link between them, as one graph.
+
+    Nodes and edges carry the attributes of :func:`person_graph` but for the activity
+    counts (``customer``, ``first_seen``; ``t``, ``sent``, ``source``). Its connected
+    components are the tenant's people.
+
+    Notes
+    -----
+    Two streamed queries; memory O(identities + links) of the tenant.
+    """
+    limit = _BOUND if as_of is None else as_of
+    names: dict[int, str] = {}
+    graph = nx.Graph(tenant=tenant)
+    for row_id, name, first_seen, since in engine.store.tenant_identities(tenant, limit):
+        names[row_id] = name
+        customer = since is not None and since <= limit
+        graph.add_node(name, customer=customer, first_seen=first_seen)
+    for link in engine.store.tenant_link_rows(tenant, as_of):
+        if link.a in names and link.b in names:
+            graph.add_edge(
+                names[link.a], names[link.b], t=link.t, sent=link.sent, source=link.source
+            )
+    return graph
+
+
+_BOUND = 2**63 - 1
+
+
+@dataclass(frozen=True, slots=True)
+class Bridge:
+    """A link whose removal splits a person into two sizeable parts."""
+
+    person: str
+    link: Link
+    #: Identities on the side of ``link.start`` and on the side of ``link.end``.
+    sizes: tuple[int, int]
+    #: Customer IDs on each side.
+    customers: tuple[int, int]
+
+    def as_dict(self) -> dict[str, Any]:
+        """Return the JSON form."""
+        return {
+            "person": self.person,
+            **self.link.as_dict(),
+            "sizes": list(self.sizes),
+            "customers": list(self.customers),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Risks:
+    """What looks wrong in a tenant's people, riskiest first in each list.
+
+    Attributes
+    ----------
+    bridges : tuple of Bridge
+        Links that alone hold two sizeable parts together (both parts with a Customer ID,
+        or both with at least `min_part` identities); the most even split first.
+    hubs : tuple of (identity, person, links)
+        Identities with at least `hub_links` links.
+    large : tuple of (person, identities)
+        People with at least `large_person` identities.
+    junk : tuple of (identity, person)
+        Identities that match the junk rules (SPEC §8): events and property sets on them are
+        accepted, aliases to them were refused.
+    blocked_aliases : int
+        Aliases quarantined as ``blocked_identity`` in the tenant.
+    """
+
+    tenant: str
+    bridges: tuple[Bridge, ...]
+    hubs: tuple[tuple[str, str, int], ...]
+    large: tuple[tuple[str, int], ...]
+    junk: tuple[tuple[str, str], ...]
+    blocked_aliases: int
+
+    def as_dict(self) -> dict[str, Any]:
+        """Return the JSON form of ``identity risky --json``."""
+        return {
+            "tenant": self.tenant,
+            "bridges": [b.as_dict() for b in self.bridges],
+            "hubs": [{"identity": i, "person": p, "links": n} for i, p, n in self.hubs],
+            "large": [{"person": p, "identities": n} for p, n in self.large],
+            "junk": [{"identity": i, "person": p} for i, p in self.junk],
+            "blocked_aliases": self.blocked_aliases,
+        }
+
+
+def _bridge_sides(
+    graph: nx.Graph, component: set[str], x: str, y: str
+) -> tuple[set[str], set[str]]:
+    """Split `component` at the bridge ``x - y`` (a copy-free search that skips the edge)."""
+    side = {x}
+    stack = [x]
+    while stack:
+        node = stack.pop()
+        for nxt in graph[node]:
+            if nxt not in side and not (node == x and nxt == y):
+                side.add(nxt)
+                stack.append(nxt)
+    return side, component - side
+
+
+def risky(
+    engine: Engine,
+    tenant: str,
+    *,
+    min_part: int = 2,
+    hub_links: int = 10,
+    large_person: int = 100,
+    as_of: int | None = None,
+) -> Risks:
+    """Find the risky links and identities of `tenant` (SPEC §10).
+
+    Parameters
+    ----------
+    engine : Engine
+        The database (read only).
+    tenant : str
+        Whose people.
+    min_part : int
+        A bridge is risky when both parts have a Customer ID or at least this many identities.
+    hub_links, large_person : int
+        Thresholds for hub identities and large people.
+    as_of : int, optional
+        As of that time.
+
+    Returns
+    -------
+    Risks
+
+    Notes
+    -----
+    Bridges by networkx's chain decomposition, O(V + E) over the tenant; each bridge's two
+    sides by one search over its person, so O(bridges x person size) in the worst case.
+
+    Examples
+    --------
+    >>> from identity import Engine
+    >>> engine = Engine()
+    >>> for x, y in [("a", "b"), ("b", "c"), ("c", "a"), ("c", "d"), ("d", "e")]:
+    ...     _ = engine.alias("K", x, y, t=1)
+    >>> for x in "ae":
+    ...     _ = engine.record("K", x, "Paid", t=2)
+    >>> [(b.link.start, b.link.end, b.sizes) for b in risky(engine, "K").bridges]
+    [('c', 'd', (3, 2)), ('d', 'e', (4, 1))]
+    """
+    graph = tenant_graph(engine, tenant, as_of)
+    person_of: dict[str, str] = {}
+    components: dict[str, set[str]] = {}
+    for component in nx.connected_components(graph):
+        person = min(component)
+        components[person] = component
+        for name in component:
+            person_of[name] = person
+    bridges = []
+    for x, y in nx.bridges(graph):
+        x, y = min(x, y), max(x, y)
+        person = person_of[x]
+        side_x, side_y = _bridge_sides(graph, components[person], x, y)
+        customers = tuple(sum(graph.nodes[n]["customer"] for n in s) for s in (side_x, side_y))
+        sizes = (len(side_x), len(side_y))
+        if min(customers) > 0 or min(sizes) >= min_part:
+            data = graph.edges[x, y]
+            link = Link(x, y, int(data["t"]), int(data["sent"]), data["source"])
+            bridges.append(Bridge(person, link, sizes, (customers[0], customers[1])))
+    bridges.sort(key=lambda b: (-min(b.sizes), -min(b.customers), b.person, b.link.start))
+    hubs = sorted(
+        ((n, person_of[n], d) for n, d in graph.degree() if d >= hub_links),
+        key=lambda h: (-h[2], h[0]),
+    )
+    large = sorted(
+        ((p, len(c)) for p, c in components.items() if len(c) >= large_person),
+        key=lambda item: (-item[1], item[0]),
+    )
+    junk = sorted((n, person_of[n]) for n in graph if engine.rules.is_blocked(n))
+    blocked = sum(q.sent for q in engine.quarantine(tenant, reason="blocked_identity"))
+    return Risks(tenant, tuple(bridges), tuple(hubs), tuple(large), tuple(junk), blocked)
+
+
+@dataclass(frozen=True, slots=True)
+class Split:
+    """A person that a what-if would split: into which parts (their ids and sizes)."""
+
+    person: str
+    size: int
+    #: ``(part id, identities)``, largest first; a dropped identity is in no part.
+    parts: tuple[tuple[str, int], ...]
+
+    def as_dict(self) -> dict[str, Any]:
+        """Return the JSON form."""
+        return {
+            "person": self.person,
+            "size": self.size,
+            "parts": [{"person": p, "identities": n} for p, n in self.parts],
+        }
+
+
+def what_if(
+    engine: Engine,
+    tenant: str,
+    *,
+    drop_identities: Sequence[str] = (),
+    drop_links: Sequence[tuple[str, str]] = (),
+    drop_junk: bool = False,
+    as_of: int | None = None,
+) -> tuple[Split, ...]:
+    """List the people that would split if identities or links were dropped (SPEC §10).
+
+    Computed on a copy in memory: the database is only read.
+
+    Parameters
+    ----------
+    engine : Engine
+        The database.
+    tenant : str
+        Whose people.
+    drop_identities : sequence of str
+        Identities to drop, with their links.
+    drop_links : sequence of (str, str)
+        Links to drop (either order).
+    drop_junk : bool
+        Also drop every identity that matches the junk rules.
+    as_of : int, optional
+        As of that time.
+
+    Returns
+    -------
+    tuple of Split
+        Largest person first.
+
+    Examples
+    --------
+    >>> from identity import Engine
+    >>> engine = Engine()
+    >>> for x, y in [("a", "hub"), ("b", "hub"), ("c", "hub")]:
+    ...     _ = engine.alias("K", x, y, t=1)
+    >>> [s.parts for s in what_if(engine, "K", drop_identities=["hub"])]
+    [(('a', 1), ('b', 1), ('c', 1))]
+    """
+    graph = tenant_graph(engine, tenant, as_of)
+    dropped = {n for n in drop_identities if n in graph}
+    if drop_junk:
+        dropped |= {n for n in graph if engine.rules.is_blocked(n)}
+    cut = [(x, y) for x, y in drop_links if graph.has_edge(x, y)]
+    touched = dropped | {n for pair in cut for n in pair}
+    splits = []
+    seen: set[str] = set()
+    for name in sorted(touched):
+        if name in seen:
+            continue
+        component = nx.node_connected_component(graph, name)
+        seen |= component
+        sub = graph.subgraph(component - dropped).copy()
+        sub.remove_edges_from(cut)
+        parts = [(min(c), len(c)) for c in nx.connected_components(sub)]
+        if len(parts) > 1:  # a person that only loses members is not split
+            parts.sort(key=lambda p: (-p[1], p[0]))
+            splits.append(Split(min(component), len(component), tuple(parts)))
+    splits.sort(key=lambda s: (-s.size, s.person))
+    return tuple(splits)

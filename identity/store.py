@@ -1413,6 +1413,20 @@ class Store:
         )
 
     @_translated
+    def tenant_link_rows(self, tenant: str, as_of: int | None = None) -> Iterator[LinkRow]:
+        """Yield every link of a tenant whole (``t <= as_of`` when given)."""
+        limit = "" if as_of is None else " AND l.t <= ?"
+        params: tuple[Any, ...] = (tenant,) if as_of is None else (tenant, as_of)
+        rows = self._stream(
+            self.conn.execute(
+                "SELECT l.a, l.b, l.t, l.sent, l.source FROM links l "
+                f"JOIN identities i ON i.id = l.a WHERE i.tenant = ?{limit}",
+                params,
+            )
+        )
+        return (LinkRow(*row) for row in rows)
+
+    @_translated
     def tenants(self) -> list[str]:
         """Return every tenant with at least one identity, sorted."""
         rows = self.conn.execute("SELECT DISTINCT tenant FROM identities ORDER BY tenant")

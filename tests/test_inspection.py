@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import networkx as nx
@@ -11,7 +12,7 @@ from hypothesis import strategies as st
 
 from identity import Engine, UnknownIdentityError
 from identity.cli import main
-from identity.inspection import Explanation, explain, person_graph
+from identity.inspection import Explanation, explain, person_graph, risky, what_if
 
 
 @pytest.fixture
@@ -223,3 +224,96 @@ def test_explain_against_a_naive_reference(
         assert (link.t, link.sent) == (first[pair], sent[pair])
     assert max(link.t for link in answer.chain) == joined
     assert len(answer.chain) == nx.shortest_path_length(graph_until(joined), a, b)
+
+
+# -- risky links, what-if ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def two_customers() -> Engine:
+    """Two customers, each a triangle of identities, glued by one alias; a shared hub."""
+    engine = Engine()
+    for x, y in [
+        ("a1", "a2"),
+        ("a2", "a3"),
+        ("a3", "a1"),
+        ("b1", "b2"),
+        ("b2", "b3"),
+        ("b3", "b1"),
+    ]:
+        engine.alias("K", x, y, t=1)
+    engine.alias("K", "a3", "b1", t=7)  # the glue: a bridge between two sizeable parts
+    engine.alias("K", "b3", "leaf", t=8)  # a bridge, but one part is a lone identity
+    engine.record("K", "a1", "Paid", t=2)
+    engine.record("K", "b2", "Paid", t=2)
+    for i in range(4):
+        engine.alias("K", "hub", f"h{i}", t=3)
+    engine.record("K", "null", "Viewed", t=4)  # a junk identity, tracked
+    engine.alias("K", "null", "a1", t=5)  # refused: blocked_identity
+    return engine
+
+
+def test_risky_bridges_with_and_without_sizeable_parts(two_customers: Engine) -> None:
+    risks = risky(two_customers, "K", hub_links=4, large_person=7)
+    assert [(b.link.start, b.link.end, b.sizes, b.customers) for b in risks.bridges] == [
+        ("a3", "b1", (3, 4), (1, 1)),
+    ]
+    assert risks.bridges[0].person == "a1"
+    assert risks.bridges[0].link.t == 7
+    loose = risky(two_customers, "K", min_part=1, hub_links=4)
+    assert [(b.link.start, b.link.end) for b in loose.bridges][:1] == [("a3", "b1")]
+    assert ("b3", "leaf") in [(b.link.start, b.link.end) for b in loose.bridges]
+    assert risks.hubs == (("hub", "h0", 4),)
+    assert risks.large == (("a1", 7),)
+    assert risks.junk == (("null", "null"),)
+    assert risks.blocked_aliases == 1
+    before = risky(two_customers, "K", as_of=6)
+    assert before.bridges == ()
+
+
+def test_what_if_splits_on_a_copy(two_customers: Engine) -> None:
+    splits = what_if(two_customers, "K", drop_links=[("b1", "a3")])
+    assert [(s.person, s.size, s.parts) for s in splits] == [("a1", 7, (("b1", 4), ("a1", 3)))]
+    hub = what_if(two_customers, "K", drop_identities=["hub"])
+    assert [s.parts for s in hub] == [(("h0", 1), ("h1", 1), ("h2", 1), ("h3", 1))]
+    assert what_if(two_customers, "K", drop_identities=["leaf"]) == ()  # only loses a member
+    assert what_if(two_customers, "K", drop_junk=True) == ()
+    assert what_if(two_customers, "K", drop_identities=["nobody"], drop_links=[("x", "y")]) == ()
+
+
+def test_what_if_and_risky_cli_leave_the_file_untouched(
+    two_customers: Engine, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = tmp_path / "x.db"
+    with Engine(db) as engine:
+        engine.ingest(export_lines(two_customers), received=1)
+    before = db.read_bytes()
+    args = ["--db", str(db), "--tenant", "K"]
+    assert main(["what-if", *args, "--drop-link", "a3", "b1", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == {
+        "tenant": "K",
+        "splits": [
+            {
+                "person": "a1",
+                "size": 7,
+                "parts": [{"person": "b1", "identities": 4}, {"person": "a1", "identities": 3}],
+            }
+        ],
+    }
+    assert main(["what-if", *args, "--drop-identity", "hub"]) == 0
+    assert capsys.readouterr().out.startswith("1 people would split\n")
+    assert main(["risky", *args, "--hub-links", "4"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("bridges: 1\n")
+    assert re.search(r"\na1 +a3 +b1 +3 \| 4 +1 \| 1 +7 +1", out), out
+    assert main(["risky", *args, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["bridges"][0]["sizes"] == [3, 4]
+    assert main(["what-if", *args]) == 1
+    assert "say what to drop" in capsys.readouterr().err
+    assert db.read_bytes() == before
+
+
+def export_lines(engine: Engine) -> list[str]:
+    from identity.io.export import lines
+
+    return list(lines(engine.store, "K", fmt="url"))

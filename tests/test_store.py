@@ -272,6 +272,7 @@ STORE_CALLS: dict[str, tuple[object, ...]] = {
     "identities_by_id": ([1],),
     "neighbours": ([1], 5),
     "links_of": ([1], 5),
+    "tenant_link_rows": ("K",),
     "activity": ([1], 5),
     "property_records": ([1],),
     "events_of": ([1],),
