@@ -666,6 +666,45 @@ def what_if(
         output_rows(splits, _SPLITS, Split.as_dict, Options())
 
 
+@cli.command()
+@click.argument("identity")
+@_db_option
+@_tenant_option
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(("graphml", "gexf", "json", "dot")),
+    default="graphml",
+    show_default=True,
+    help="graphml (Gephi, Cytoscape), gexf (Gephi), json (node-link), dot (Graphviz).",
+)
+@click.option(
+    "--output",
+    "-o",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="The file to write (replaced only once complete).",
+)
+@_as_of_option
+def graph(identity: str, db: str, tenant: str, fmt: str, output: str, as_of: int | None) -> None:
+    """Write the graph of IDENTITY's person (identities and alias links) for other tools."""
+    from .inspection import person_graph, write_graph
+
+    with _open(db) as engine:
+        found = person_graph(engine, tenant, identity, as_of=as_of)
+    partial = f"{output}.partial"
+    try:
+        write_graph(found, partial, fmt)
+        os.replace(partial, output)
+    finally:
+        if os.path.exists(partial):
+            os.remove(partial)
+    click.echo(
+        f"{output}: {found.number_of_nodes()} identities, {found.number_of_edges()} links",
+        err=True,
+    )
+
+
 _DEMO_PEOPLE: list[Column[Person]] = [
     Column("person", lambda p: p.id),
     Column("identities", lambda p: p.identities),

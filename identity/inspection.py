@@ -20,6 +20,7 @@ Examples
 
 from __future__ import annotations
 
+import json
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -30,9 +31,10 @@ import networkx as nx
 
 from .core import UnionFind
 from .engine import Engine
-from .errors import UnknownIdentityError
+from .errors import ConfigurationError, UnknownIdentityError
 
 __all__ = [
+    "GRAPH_FORMATS",
     "Bridge",
     "Explanation",
     "Link",
@@ -43,6 +45,7 @@ __all__ = [
     "risky",
     "tenant_graph",
     "what_if",
+    "write_graph",
 ]
 
 
@@ -547,3 +550,42 @@ def what_if(
             splits.append(Split(min(component), len(component), tuple(parts)))
     splits.sort(key=lambda s: (-s.size, s.person))
     return tuple(splits)
+
+
+def _dot_id(name: str) -> str:
+    """Return an identity as a quoted DOT id (pydot would read ``a:1`` as node ``a``, port 1)."""
+    return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+#: What :func:`write_graph` writes: GraphML (Gephi, Cytoscape, yEd), GEXF (Gephi),
+#: node-link JSON (d3, networkx), DOT (Graphviz; needs pydot, the ``dot`` extra).
+GRAPH_FORMATS = ("graphml", "gexf", "json", "dot")
+
+
+def write_graph(graph: nx.Graph, path: str, fmt: str) -> None:
+    """Write a person's graph to `path` in `fmt` (one of :data:`GRAPH_FORMATS`), via networkx.
+
+    Raises
+    ------
+    ConfigurationError
+        An unknown format, or ``dot`` without pydot installed.
+    """
+    if fmt == "graphml":
+        nx.write_graphml(graph, path)
+    elif fmt == "gexf":
+        nx.write_gexf(graph, path)
+    elif fmt == "json":
+        with open(path, "w", encoding="utf-8") as stream:
+            data = nx.node_link_data(graph, source="from", target="to", edges="links")
+            json.dump(data, stream, ensure_ascii=False)
+            stream.write("\n")
+    elif fmt == "dot":
+        quoted = nx.relabel_nodes(graph, {n: _dot_id(n) for n in graph})  # "a:1" is no port
+        try:
+            nx.nx_pydot.write_dot(quoted, path)
+        except ImportError:
+            raise ConfigurationError(
+                "--format dot needs pydot: pip install 'identity[dot]'"
+            ) from None
+    else:
+        raise ConfigurationError(f"unknown graph format {fmt!r}; known: {', '.join(GRAPH_FORMATS)}")
