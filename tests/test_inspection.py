@@ -337,8 +337,11 @@ def test_graph_export_reads_back_as_the_same_graph(
     db = tmp_path / "x.db"
     with Engine(db) as copy:
         copy.ingest(
-            ["/a?_k=K&_p=anon%3A1&_n=bob&_t=10&_d=1", "/a?_k=K&_p=bob&_n=b%40x.org&_t=20&_d=1"]
-            + ["/e?_k=K&_p=bob&_n=Paid&_t=15&_d=1"],
+            [
+                "/a?_k=K&_p=anon%3A1&_n=bob&_t=10&_d=1",
+                "/a?_k=K&_p=bob&_n=b%40x.org&_t=20&_d=1",
+                "/e?_k=K&_p=bob&_n=Paid&_t=15&_d=1",
+            ],
             source="access.log:12",
             received=100,
         )
