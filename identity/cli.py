@@ -31,7 +31,7 @@ from .output import TABLE_FORMATS, Column, Options, OutputFormat, render
 from .records import Person, Quarantined
 
 if TYPE_CHECKING:
-    from .inspection import Bridge, Link, Split
+    from .inspection import Bridge, Link, Merge, Split
 from .io.resume import Ingest
 
 __all__ = ["EXIT_ERROR", "EXIT_FINDINGS", "EXIT_OK", "cli", "main", "output_options", "output_rows"]
@@ -664,6 +664,50 @@ def what_if(
     click.echo(f"{len(splits)} people would split")
     if splits:
         output_rows(splits, _SPLITS, Split.as_dict, Options())
+
+
+_MERGES: list[Column[Merge]] = [
+    Column("t", lambda m: m.t),
+    Column("from", lambda m: m.link.start),
+    Column("to", lambda m: m.link.end),
+    Column("joined", lambda m: [f"{p} ({n})" for p, n in m.people]),
+    Column("became", lambda m: m.person),
+    Column("sent", lambda m: m.link.sent),
+    Column("source", lambda m: m.link.source),
+]
+_APPEARED: list[Column[tuple[str, int]]] = [
+    Column("person", lambda p: p[0]),
+    Column("identities", lambda p: p[1]),
+]
+
+
+@cli.command(name="diff")
+@_db_option
+@_tenant_option
+@click.option("--from", "start", type=int, required=True, help="After this time (UTC s).")
+@click.option("--to", "end", type=int, required=True, help="Up to this time (UTC s).")
+@_json_option
+def diff_(db: str, tenant: str, start: int, end: int, as_json: bool) -> None:
+    """List the merges between two times (which people became one, through which link).
+
+    Built from the link history, so it needs no snapshots; also the people that appeared.
+    """
+    from .inspection import Merge, diff
+
+    if end < start:
+        raise click.UsageError(f"--to {end} is before --from {start}")
+    with _open(db) as engine:
+        changes = diff(engine, tenant, start, end)
+    if as_json:
+        _echo_json(changes.as_dict())
+        return
+    table = Options()
+    click.echo(f"{len(changes.merges)} merges after {start} up to {end}")
+    if changes.merges:
+        output_rows(changes.merges, _MERGES, Merge.as_dict, table)
+    click.echo(f"\n{len(changes.appeared)} people appeared")
+    if changes.appeared:
+        output_rows(changes.appeared, _APPEARED, lambda p: {}, table)
 
 
 @cli.command()

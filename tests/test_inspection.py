@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from identity import Engine, UnknownIdentityError
 from identity.cli import main
-from identity.inspection import Explanation, explain, person_graph, risky, what_if
+from identity.inspection import Explanation, diff, explain, person_graph, risky, what_if
 
 
 @pytest.fixture
@@ -375,3 +375,60 @@ def test_graph_export_reads_back_as_the_same_graph(
         assert set(read.nodes) == set(graph.nodes)
         assert {frozenset(e) for e in read.edges} == {frozenset(e) for e in graph.edges}
         assert read.edges["anon:1", "bob"]["sent"] == "1"
+
+
+# -- what changed ---------------------------------------------------------------------------------
+
+
+def test_diff_over_a_timeline(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    db = tmp_path / "x.db"
+    with Engine(db) as engine:
+        engine.ingest(
+            [
+                "/a?_k=K&_p=a&_n=b&_t=10&_d=1",  # before the window
+                "/a?_k=K&_p=c&_n=d&_t=20&_d=1",  # two new identities: a merge, a new person
+                "/a?_k=K&_p=b&_n=c&_t=30&_d=1",  # two people become one
+                "/a?_k=K&_p=a&_n=d&_t=35&_d=1",  # same person already: no merge
+                "/a?_k=K&_p=x&_n=y&_t=40&_d=1",  # a new person
+                "/a?_k=K&_p=y&_n=z&_t=60&_d=1",  # after the window
+                "/a?_k=OTHER&_p=a&_n=q&_t=30&_d=1",
+            ],
+            source="week.log",
+            received=100,
+        )
+        changes = diff(engine, "K", 15, 50)
+        assert [(m.t, m.link.start, m.link.end, m.people, m.person) for m in changes.merges] == [
+            (20, "c", "d", (("c", 1), ("d", 1)), "c"),
+            (30, "b", "c", (("a", 2), ("c", 2)), "a"),
+            (40, "x", "y", (("x", 1), ("y", 1)), "x"),
+        ]
+        assert changes.merges[1].link.source == "week.log"
+        assert changes.appeared == (("x", 2),)
+        assert diff(engine, "K", 50, 100).merges[0].people == (("x", 2), ("z", 1))
+        assert diff(engine, "K", 0, 100).appeared == (("a", 4), ("x", 3))
+        assert diff(engine, "K", 35, 39).merges == ()
+    before = db.read_bytes()
+    args = ["diff", "--db", str(db), "--tenant", "K", "--from", "15", "--to", "50"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("3 merges after 15 up to 50\n")
+    assert re.search(r"\n +30 +b +c +a \(2\), c \(2\) +a +1 +week\.log\n", out), out
+    assert out.endswith(
+        "1 people appeared\n"
+        "person      identities\n"
+        "--------  ------------\n"
+        "x                    2\n"
+    )
+    assert main([*args, "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["merges"][1] == {
+        "t": 30,
+        "from": "b",
+        "to": "c",
+        "sent": 1,
+        "source": "week.log",
+        "people": [{"person": "a", "identities": 2}, {"person": "c", "identities": 2}],
+        "person": "a",
+    }
+    assert main(["diff", "--db", str(db), "--tenant", "K", "--from", "9", "--to", "1"]) == 1
+    assert db.read_bytes() == before
