@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from identity import Engine, UnknownIdentityError
-from identity.calls import from_params
+from identity.calls import MAX_JSON_DEPTH, from_params, name_key, parse_km_line
 
 
 def _persons(engine: Engine) -> dict[int, int]:
@@ -444,3 +444,19 @@ def test_a_reopened_engine_still_lowers_the_first_seen_time(tmp_path: Path) -> N
         engine.check()
     with Engine(path, durable=False) as engine:
         assert engine.person("K", "b", as_of=10).identities == ("a", "b")
+
+
+def test_name_key_is_casefold() -> None:
+    """Kills: ``name_key`` written with ``str.lower`` (``ß``, ``ǅ``, ``ﬁ`` fold further)."""
+    assert name_key("Straße") == name_key("STRASSE") == "strasse"
+    assert name_key("ǅ") == name_key("ǆ")
+    assert name_key("ﬁle") == name_key("FILE")
+
+
+def test_json_one_level_past_the_depth_limit_is_malformed() -> None:
+    """Kills: the depth check off by one (``MAX_JSON_DEPTH + 1`` levels accepted)."""
+    inner = MAX_JSON_DEPTH - 1  # plus the line's own object: exactly the limit
+    at_limit = f'{{"_p": "b", "_n": "x", "v": {"[" * inner + "]" * inner}}}'
+    past = f'{{"_p": "b", "_n": "x", "v": {"[" * (inner + 1) + "]" * (inner + 1)}}}'
+    assert parse_km_line(at_limit, tenant="K", received=1).ok
+    assert parse_km_line(past, tenant="K", received=1).reason == "malformed"
