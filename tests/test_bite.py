@@ -142,10 +142,11 @@ def test_event_copies_are_counted_across_batches() -> None:
 
 @pytest.mark.parametrize("order", list(permutations(range(3))))
 def test_property_ties_on_time_break_on_value_not_storage_order(order: tuple[int, ...]) -> None:
-    """Kills: ``_make_person`` comparing ``t`` only (ties broken by storage order).
+    """Kills: ties on ``t`` broken by the name before the value, ``first_properties``
+    returning the last value, ``person(as_of)`` dropping records at ``t == as_of``.
 
-    Also ``(t, name, value)`` (name before value) and ``>=``-style tie-breaks that follow
-    arrival. One batch per call, so storage order is arrival order.
+    One batch per call, in every arrival order. (A tie-break on ``t`` alone is killed by
+    the 30-value test below: rows come back in index order, so three rows can hide it.)
     """
     sets = [("a", "Plan", "b"), ("b", "plan", "a"), ("a", "PLAN", "a")]
     engine = Engine(durable=False)
@@ -460,3 +461,21 @@ def test_json_one_level_past_the_depth_limit_is_malformed() -> None:
     past = f'{{"_p": "b", "_n": "x", "v": {"[" * (inner + 1) + "]" * (inner + 1)}}}'
     assert parse_km_line(at_limit, tenant="K", received=1).ok
     assert parse_km_line(past, tenant="K", received=1).reason == "malformed"
+
+
+def test_many_values_tied_on_time_the_greatest_wins_everywhere() -> None:
+    """Kills: ``_make_person`` comparing ``t`` only, whatever order the rows come back in.
+
+    Stored rows come back in index order (identity, digest), not arrival order, so a wrong
+    tie-break is not an arrival dependence but a wrong value: with 30 tied values the
+    first row is the greatest one only by chance.
+    """
+    engine = Engine(durable=False)
+    engine.alias("K", "a", "b", t=1)
+    values = [f"v{i:02}" for i in range(30)]
+    for i, value in enumerate(values):
+        engine.set("K", "ab"[i % 2], {"plan": value}, t=5)
+    assert engine.properties("K", "a") == {"plan": "v29"}
+    assert engine.first_properties("K", "a") == {"plan": "v00"}
+    assert [p.properties for p in engine.people("K")] == [(("plan", "v29"),)]
+    assert engine.person("K", "b", as_of=5).properties == (("plan", "v29"),)
