@@ -258,3 +258,25 @@ def _bytes(text: str) -> io.BytesIO:
 
 def _raw(data: bytes) -> io.BytesIO:
     return io.BytesIO(data)
+
+
+def test_a_storage_fault_is_not_retried_call_by_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    # a fault of the database is the batch's, not one call's: raised once, nothing quarantined
+    from identity import DiskFullError
+    from identity import engine as engine_module
+
+    attempts = []
+
+    def full(*args: object, **kwargs: object) -> None:
+        attempts.append(1)
+        raise DiskFullError(":memory:", "database or disk is full")
+
+    engine = Engine()
+    monkeypatch.setattr(engine_module, "apply_batch", full)
+    calls = [parse_query(f"/e?_k=K&_p=u{i}&_n=Paid", received=5) for i in range(3)]
+    with pytest.raises(DiskFullError):
+        engine.apply_batch(calls)
+    assert attempts == [1]
+    monkeypatch.undo()
+    assert list(engine.quarantine()) == []
+    assert engine.apply_batch(calls).accepted == 3
