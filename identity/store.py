@@ -68,12 +68,52 @@ __all__ = [
     "sqlite_error",
 ]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 #: What turns a database of schema version N into N + 1, run in one transaction at open.
 #: (2: ``inputs.received``, the receive time given to an input's calls that carry none.)
-_MIGRATIONS: dict[int, tuple[str, ...]] = {
+_VIEWS = """
+CREATE VIEW people AS
+SELECT i.tenant, i.identity, p.person, i.customer_since IS NOT NULL AS customer_id,
+    i.first_seen, i.customer_since
+FROM identities i JOIN persons p ON p.id = i.person;
+CREATE VIEW person_links AS
+SELECT x.tenant, p.person, x.identity AS a, y.identity AS b, l.t, l.sent, l.source
+FROM links l JOIN identities x ON x.id = l.a JOIN identities y ON y.id = l.b
+JOIN persons p ON p.id = x.person
+"""
+
+#: Relationships declared as foreign keys (for Datasette, sqlite-utils and other tools; not
+#: enforced while writing, as SQLite's default is: ``identity check`` verifies them).
+_FOREIGN_KEYS = {
+    "identities": [("person", "persons", "id")],
+    "links": [("a", "identities", "id"), ("b", "identities", "id")],
+    "events": [("identity", "identities", "id")],
+    "properties": [("identity", "identities", "id")],
+}
+
+
+def _declare_foreign_keys(db: sqlite_utils.Database) -> None:
+    """Rebuild the tables with their foreign keys (sqlite-utils' ``transform``), add views."""
+    for name, keys in _FOREIGN_KEYS.items():
+        table = db.table(name)
+        have = {(fk.column, fk.other_table, fk.other_column) for fk in table.foreign_keys}
+        missing = [key for key in keys if key not in have]
+        if missing:
+            table.transform(add_foreign_keys=missing)
+    for statement in _VIEWS.split(";"):
+        if statement.strip():
+            db.conn.execute(statement.replace("CREATE VIEW", "CREATE VIEW IF NOT EXISTS"))
+
+
+#: What turns a database of schema version N into N + 1, in one transaction at open:
+#: SQL statements, or functions of the sqlite-utils database.
+#: 2: ``inputs.received``, the receive time given to an input's calls that carry none.
+#: 3: foreign keys (``identities.person``, ``links.a``/``b``, ``events``/``properties``
+#: ``.identity``) and the views ``people`` and ``person_links``.
+_MIGRATIONS: dict[int, tuple[str | Callable[[sqlite_utils.Database], None], ...]] = {
     1: ("ALTER TABLE inputs ADD COLUMN received INTEGER",),
+    2: (_declare_foreign_keys,),
 }
 APPLICATION = "identity"
 _CHUNK = 500
@@ -87,7 +127,7 @@ CREATE TABLE identities (
     id INTEGER PRIMARY KEY,
     tenant TEXT NOT NULL,
     identity TEXT NOT NULL,
-    person INTEGER NOT NULL,
+    person INTEGER NOT NULL REFERENCES persons (id),
     first_seen INTEGER NOT NULL,
     customer_since INTEGER,
     UNIQUE (tenant, identity)
@@ -101,8 +141,8 @@ CREATE TABLE persons (
 );
 CREATE TABLE links (
     id INTEGER PRIMARY KEY,
-    a INTEGER NOT NULL,
-    b INTEGER NOT NULL,
+    a INTEGER NOT NULL REFERENCES identities (id),
+    b INTEGER NOT NULL REFERENCES identities (id),
     t INTEGER NOT NULL,
     sent INTEGER NOT NULL,
     source TEXT NOT NULL,
@@ -111,7 +151,7 @@ CREATE TABLE links (
 CREATE INDEX links_b ON links (b);
 CREATE TABLE events (
     id INTEGER PRIMARY KEY,
-    identity INTEGER NOT NULL,
+    identity INTEGER NOT NULL REFERENCES identities (id),
     key BLOB NOT NULL,
     name TEXT NOT NULL,
     name_key TEXT NOT NULL,
@@ -123,7 +163,7 @@ CREATE TABLE events (
 );
 CREATE TABLE properties (
     id INTEGER PRIMARY KEY,
-    identity INTEGER NOT NULL,
+    identity INTEGER NOT NULL REFERENCES identities (id),
     key BLOB NOT NULL,
     name_key TEXT NOT NULL,
     name TEXT NOT NULL,
@@ -888,7 +928,7 @@ class Store:
         try:
             tables = set(self.db.table_names())
             if not tables:  # (another process may have created it while this one waited)
-                for statement in _SCHEMA.split(";"):
+                for statement in (_SCHEMA + ";" + _VIEWS).split(";"):
                     if statement.strip():
                         conn.execute(statement)
                 meta = {
@@ -920,7 +960,10 @@ class Store:
         try:
             for step in range(version, SCHEMA_VERSION):
                 for statement in _MIGRATIONS[step]:
-                    conn.execute(statement)
+                    if callable(statement):
+                        statement(self.db)
+                    else:
+                        conn.execute(statement)
             self.set_meta("schema_version", str(SCHEMA_VERSION))
             conn.execute("COMMIT")
         except BaseException:

@@ -26,7 +26,7 @@ from identity import Engine
 from identity.cli import main
 from identity.io.resume import Ingest
 from identity.io.sources import Input
-from identity.store import Store
+from identity.store import SCHEMA_VERSION, Store
 
 PACKAGE_ROOT = str(Path(identity.__file__).resolve().parents[1])
 
@@ -390,17 +390,54 @@ def test_a_database_of_schema_1_is_migrated_at_open(tmp_path: Path) -> None:
     db = str(tmp_path / "old.db")
     with Engine(db) as engine:
         engine.alias("K", "a", "b", t=5)
-    conn = sqlite3.connect(db)
-    conn.execute("ALTER TABLE inputs DROP COLUMN received")
-    conn.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
-    conn.commit()
-    conn.close()
+        engine.record("K", "b", "Paid", {"plan": "pro"}, t=6)
+    # back to schema 1: no inputs.received, no foreign keys, no views
+    import sqlite_utils
+
+    old = sqlite_utils.Database(db)
+    old.execute("DROP VIEW people")
+    old.execute("DROP VIEW person_links")
+    for table in ("identities", "links", "events", "properties"):
+        keys = [fk.column for fk in old[table].foreign_keys]
+        old[table].transform(drop_foreign_keys=keys)
+    old.execute("ALTER TABLE inputs DROP COLUMN received")
+    old.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+    old.conn.commit()
+    assert old["events"].foreign_keys == []
+    old.close()
     with Engine(db) as engine:
-        assert engine.store.meta("schema_version") == "2"
+        assert engine.store.meta("schema_version") == str(SCHEMA_VERSION)
         columns = [r[1] for r in engine.store.conn.execute("PRAGMA table_info(inputs)")]
         assert "received" in columns
         assert engine.person("K", "b").identities == ("a", "b")
+        assert engine.events("K", "a")[0].properties == (("plan", "pro"),)
+        # the rebuilt tables kept their UNIQUE keys: upserts still fold duplicates
+        assert engine.record("K", "b", "Paid", {"plan": "pro"}, t=6).status == "duplicate"
+        assert engine.alias("K", "b", "c", t=7).status == "applied"
+        assert engine.alias("K", "c", "b", t=8).status == "duplicate"
         engine.check()
+    migrated = sqlite_utils.Database(db)
+    assert {
+        (fk.table, fk.column, fk.other_table) for t in migrated.tables for fk in t.foreign_keys
+    } == {
+        ("identities", "person", "persons"),
+        ("links", "a", "identities"),
+        ("links", "b", "identities"),
+        ("events", "identity", "identities"),
+        ("properties", "identity", "identities"),
+    }
+    assert list(migrated["people"].rows) == [
+        {"tenant": "K", "identity": "a", "person": "a", "customer_id": 0, "first_seen": 5,
+         "customer_since": None},
+        {"tenant": "K", "identity": "b", "person": "a", "customer_id": 1, "first_seen": 5,
+         "customer_since": 6},
+        {"tenant": "K", "identity": "c", "person": "a", "customer_id": 0, "first_seen": 7,
+         "customer_since": None},
+    ]  # fmt: skip
+    links = sorted((r["a"], r["b"], r["t"], r["sent"]) for r in migrated["person_links"].rows)
+    assert links == [("a", "b", 5, 1), ("b", "c", 7, 2)]
+    assert sorted(i.name for i in migrated["identities"].indexes) >= ["identities_person"]
+    migrated.close()
 
 
 class _Stdin:

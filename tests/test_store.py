@@ -326,3 +326,28 @@ def test_checkpoint(tmp_path: Path) -> None:
         assert (busy, frames, done) == (0, 0, 0)
         with pytest.raises(ValueError, match="checkpoint mode"):
             engine.store.checkpoint("SOMETIME")
+
+
+def test_a_new_database_declares_its_relationships_and_views(tmp_path: Path) -> None:
+    import sqlite_utils
+
+    path = tmp_path / "x.db"
+    with Engine(path) as engine:
+        engine.alias("K", "a", "b", t=1)
+    db = sqlite_utils.Database(path)
+    keys = {
+        (fk.table, fk.column, fk.other_table, fk.other_column)
+        for t in db.tables
+        for fk in t.foreign_keys
+    }
+    assert keys == {
+        ("identities", "person", "persons", "id"),
+        ("links", "a", "identities", "id"),
+        ("links", "b", "identities", "id"),
+        ("events", "identity", "identities", "id"),
+        ("properties", "identity", "identities", "id"),
+    }
+    assert sorted(db.view_names()) == ["people", "person_links"]
+    assert [(r["identity"], r["person"]) for r in db["people"].rows] == [("a", "a"), ("b", "a")]
+    assert db.execute("PRAGMA foreign_key_check").fetchall() == []
+    db.close()
