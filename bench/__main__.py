@@ -280,6 +280,27 @@ def _run_scale(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- inspect -------------------------------------------------------------------------------
+
+
+def _configure_inspect(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--calls", type=_count, default=1_000_000, metavar="N",
+        help="issue2 calls to generate and ingest (default: 1M)",
+    )  # fmt: skip
+    parser.add_argument("--db", default=None, help="inspect this database instead")
+    parser.add_argument("--repeat", type=_positive, default=3, help="repeats (default: 3)")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+
+def _run_inspect(args: argparse.Namespace) -> int:
+    from bench import inspection
+
+    result = inspection.run(args.calls, db=args.db, repeat=args.repeat)
+    print(json.dumps(result.as_dict(), indent=2) if args.json else result.text())
+    return 0
+
+
 #: Every subcommand by name.
 COMMANDS: dict[str, Command] = {
     "generate": Command(
@@ -289,6 +310,11 @@ COMMANDS: dict[str, Command] = {
         "measure the engine against its references and the goals, as one table",
         _configure_report,
         _run_report,
+    ),
+    "inspect": Command(
+        "time explain, risky and what-if on the largest person, against identity check",
+        _configure_inspect,
+        _run_inspect,
     ),
     "scale": Command(
         "generate a big workload and time `identity ingest` of it into a file database",

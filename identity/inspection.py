@@ -380,19 +380,60 @@ class Risks:
         }
 
 
-def _bridge_sides(
-    graph: nx.Graph, component: set[str], x: str, y: str
-) -> tuple[set[str], set[str]]:
-    """Split `component` at the bridge ``x - y`` (a copy-free search that skips the edge)."""
-    side = {x}
-    stack = [x]
-    while stack:
-        node = stack.pop()
-        for nxt in graph[node]:
-            if nxt not in side and not (node == x and nxt == y):
-                side.add(nxt)
-                stack.append(nxt)
-    return side, component - side
+def _bridge_splits(
+    graph: nx.Graph, bridges: list[tuple[str, str]]
+) -> dict[tuple[str, str], tuple[tuple[int, int], tuple[int, int]]]:
+    """Return, per bridge ``(x, y)``, the identities and Customer IDs on the side of x and of y.
+
+    Without its bridges the graph falls into blocks (2-edge-connected parts); the blocks and
+    bridges of a person form a tree, and the side of a bridge is a subtree of it: one
+    post-order pass over each tree gives every side, O(V + E) in all.
+    """
+    cut = nx.Graph(graph)
+    cut.remove_edges_from(bridges)
+    block_of: dict[str, int] = {}
+    weight: list[tuple[int, int]] = []
+    for number, block in enumerate(nx.connected_components(cut)):
+        for node in block:
+            block_of[node] = number
+        weight.append((len(block), sum(1 for n in block if graph.nodes[n]["customer"])))
+    tree: dict[int, list[tuple[int, tuple[str, str]]]] = {}
+    for x, y in bridges:
+        tree.setdefault(block_of[x], []).append((block_of[y], (x, y)))
+        tree.setdefault(block_of[y], []).append((block_of[x], (x, y)))
+    below: dict[int, tuple[int, int]] = {}  # identities and Customer IDs of a subtree
+    parent_bridge: dict[int, tuple[str, str]] = {}
+    totals: dict[int, tuple[int, int]] = {}
+    for root in sorted(tree):
+        if root in below or root in parent_bridge:
+            continue
+        order, stack, parent = [], [root], {root: -1}
+        while stack:  # iterative depth-first order; children are summed in reverse
+            block = stack.pop()
+            order.append(block)
+            for child, bridge in tree[block]:
+                if child not in parent:
+                    parent[child] = block
+                    parent_bridge[child] = bridge
+                    stack.append(child)
+        for block in reversed(order):
+            size, customers = weight[block]
+            for child, _ in tree[block]:
+                if parent.get(child) == block:
+                    size, customers = size + below[child][0], customers + below[child][1]
+            below[block] = (size, customers)
+        for block in order:
+            totals[block] = below[root]
+    splits = {}
+    for child, (x, y) in parent_bridge.items():
+        size, customers = below[child]
+        total_size, total_customers = totals[child]
+        other = (total_size - size, total_customers - customers)
+        if block_of[x] == child:
+            splits[(x, y)] = ((size, other[0]), (customers, other[1]))
+        else:
+            splits[(x, y)] = ((other[0], size), (other[1], customers))
+    return splits
 
 
 def risky(
@@ -425,8 +466,8 @@ def risky(
 
     Notes
     -----
-    Bridges by networkx's chain decomposition, O(V + E) over the tenant; each bridge's two
-    sides by one search over its person, so O(bridges x person size) in the worst case.
+    O(V + E) over the tenant: bridges by networkx's chain decomposition, the two sides of
+    every bridge by one pass over the tree of blocks and bridges.
 
     Examples
     --------
@@ -448,12 +489,9 @@ def risky(
         for name in component:
             person_of[name] = person
     bridges = []
-    for x, y in nx.bridges(graph):
-        x, y = min(x, y), max(x, y)
+    found = [(min(x, y), max(x, y)) for x, y in nx.bridges(graph)]
+    for (x, y), (sizes, customers) in sorted(_bridge_splits(graph, found).items()):
         person = person_of[x]
-        side_x, side_y = _bridge_sides(graph, components[person], x, y)
-        customers = tuple(sum(graph.nodes[n]["customer"] for n in s) for s in (side_x, side_y))
-        sizes = (len(side_x), len(side_y))
         if min(customers) > 0 or min(sizes) >= min_part:
             data = graph.edges[x, y]
             link = Link(x, y, int(data["t"]), int(data["sent"]), data["source"])
@@ -501,7 +539,7 @@ def what_if(
 ) -> tuple[Split, ...]:
     """List the people that would split if identities or links were dropped (SPEC §10).
 
-    Computed on a copy in memory: the database is only read.
+    Computed on copies in memory of the people touched: the database is only read.
 
     Parameters
     ----------
@@ -532,21 +570,26 @@ def what_if(
     >>> [s.parts for s in what_if(engine, "K", drop_identities=["hub"])]
     [(('a', 1), ('b', 1), ('c', 1))]
     """
-    graph = tenant_graph(engine, tenant, as_of)
-    dropped = {n for n in drop_identities if n in graph}
+    candidates = {*drop_identities, *(n for pair in drop_links for n in pair)}
+    junk: set[str] = set()
     if drop_junk:
-        dropped |= {n for n in graph if engine.rules.is_blocked(n)}
-    cut = [(x, y) for x, y in drop_links if graph.has_edge(x, y)]
-    touched = dropped | {n for pair in cut for n in pair}
+        limit = _BOUND if as_of is None else as_of
+        names = (row[1] for row in engine.store.tenant_identities(tenant, limit))
+        junk = {n for n in names if engine.rules.is_blocked(n)}
     splits = []
     seen: set[str] = set()
-    for name in sorted(touched):
+    for name in sorted(candidates | junk):
         if name in seen:
             continue
-        component = nx.node_connected_component(graph, name)
+        try:  # only the people touched are loaded, never the whole tenant
+            graph = person_graph(engine, tenant, name, as_of)
+        except UnknownIdentityError:
+            continue
+        component = set(graph)
         seen |= component
+        dropped = component & ({*drop_identities} | junk)
         sub = graph.subgraph(component - dropped).copy()
-        sub.remove_edges_from(cut)
+        sub.remove_edges_from([(x, y) for x, y in drop_links if sub.has_edge(x, y)])
         parts = [(min(c), len(c)) for c in nx.connected_components(sub)]
         if len(parts) > 1:  # a person that only loses members is not split
             parts.sort(key=lambda p: (-p[1], p[0]))

@@ -432,3 +432,30 @@ def test_diff_over_a_timeline(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     }
     assert main(["diff", "--db", str(db), "--tenant", "K", "--from", "9", "--to", "1"]) == 1
     assert db.read_bytes() == before
+
+
+@settings(max_examples=int(os.environ.get("IDENTITY_HYPOTHESIS_EXAMPLES", "300")), deadline=None)
+@given(links=alias_sets, customers=st.sets(names))
+def test_bridge_sides_against_a_naive_reference(
+    links: list[tuple[str, str, int]], customers: set[str]
+) -> None:
+    engine = Engine()
+    for x, y, t in links:
+        engine.alias("K", x, y, t=t)
+    for name in customers:
+        engine.record("K", name, "Paid", t=9)
+    graph = nx.Graph([(x, y) for x, y, _ in links if x != y])
+    graph.add_nodes_from(n for x, y, _ in links for n in (x, y))
+    graph.add_nodes_from(customers)
+    expected = {}
+    for x, y in nx.bridges(graph):
+        x, y = min(x, y), max(x, y)
+        cut = graph.copy()
+        cut.remove_edge(x, y)
+        side_x, side_y = nx.node_connected_component(cut, x), nx.node_connected_component(cut, y)
+        expected[(x, y)] = (
+            (len(side_x), len(side_y)),
+            (len(side_x & customers), len(side_y & customers)),
+        )
+    found = risky(engine, "K", min_part=1).bridges
+    assert {(b.link.start, b.link.end): (b.sizes, b.customers) for b in found} == expected
