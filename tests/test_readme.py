@@ -51,4 +51,5 @@ def test_readme_transcript(
     args = shlex.split(command)
     assert args[0] == "identity"
     assert main(args[1:]) == 0
-    assert capsys.readouterr().out.rstrip("\n") == expected.rstrip("\n")
+    printed = capsys.readouterr()  # a terminal shows both streams
+    assert (printed.out + printed.err).rstrip("\n") == expected.rstrip("\n")
