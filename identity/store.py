@@ -1261,27 +1261,27 @@ class Store:
         )
 
     @_translated
-    def received_for(self, digest: str) -> int | None:
-        """Return the receive time first given to an input whose content hashes to `digest`.
+    def received_for(self, fingerprint: str) -> int | None:
+        """Return the receive time first given to an input of this content `fingerprint`.
 
-        `digest` is the hash part of an input fingerprint (``size:digest``). Reading the
+        `fingerprint` is ``size:hash of the first 64 KiB``, whatever the path. Reading the
         same content again (a copy of the file, stdin, ``--force``) gives its calls that
-        carry no ``_t`` the same receive time, so that they are duplicates, not new calls.
+        carry no ``_t`` the same receive time, so that they are duplicates, not new calls;
+        a file that grew has another size, and its new lines get a receive time of their own.
 
         Examples
         --------
         >>> store = Store(":memory:")
         >>> with store.transaction():
         ...     store.record_input("/a", "9:ab", 9, 2, finished=True, updated=5, received=7)
-        >>> store.received_for("ab"), store.received_for("cd")
+        >>> store.received_for("9:ab"), store.received_for("9:cd")
         (7, None)
         """
         row = self.conn.execute(
-            "SELECT received FROM inputs WHERE substr(fingerprint, instr(fingerprint, ':') + 1)"
-            " = ? AND received IS NOT NULL ORDER BY received LIMIT 1",
-            (digest,),
+            "SELECT min(received) FROM inputs WHERE fingerprint = ? AND received IS NOT NULL",
+            (fingerprint,),
         ).fetchone()
-        return None if row is None else int(row[0])
+        return None if row is None or row[0] is None else int(row[0])
 
     # -- reads ------------------------------------------------------------------------
 

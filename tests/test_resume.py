@@ -445,3 +445,32 @@ class _Stdin:
         import io
 
         self.buffer = io.BufferedReader(io.BytesIO(data))
+
+
+def test_a_file_that_grew_gives_its_new_lines_their_own_receive_time(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "calls.txt"
+    path.write_text("/e?_k=K&_p=bob&_n=Paid\n")
+    os.utime(path, (1_000_000, 1_000_000))
+    db = str(tmp_path / "x.db")
+    assert run(capsys, "ingest", str(path), "--db", db, "-q")[0] == 0
+    with path.open("a") as stream:
+        stream.write("/e?_k=K&_p=bob&_n=Left\n")
+    os.utime(path, (2_000_000, 2_000_000))
+    assert run(capsys, "ingest", str(path), "--db", db, "-q")[0] == 0
+    assert [(row[0], row[2]) for row in _event_rows(db)] == [
+        ("Paid", 1_000_000),
+        ("Left", 2_000_000),
+    ]
+
+
+def test_an_export_index_with_an_impossible_time_uses_the_revision_mtime(tmp_path: Path) -> None:
+    from identity.io.sources import expand
+
+    folder = tmp_path / "export"
+    (folder / "revisions").mkdir(parents=True)
+    (folder / "revisions" / "1.json").write_text('{"_p": "bob", "_n": "x"}\n')
+    (folder / "index.csv").write_text("Filename,Minimum,Maximum\n1.json,0," + "9" * 5000 + "\n")
+    [revision] = expand([str(folder)])
+    assert revision.received is None

@@ -114,14 +114,14 @@ class Ingest:
                 rules=engine.rules,
                 start=start,
             )
-            digest = reader.digest or self.fingerprint.partition(":")[2]
-            if self.key is None:  # stdin: remembered by its content only
-                self.key = f"<stdin {digest}>"
-                self.fingerprint = f"-:{digest}"
-            if received is None and source.received is None:
+            if self.key is None and reader.content is not None:
+                # stdin read whole in its first 64 KiB: remembered by its content only
+                self.key, self.fingerprint = f"<stdin {reader.content}>", reader.content
+            content = self.fingerprint or None
+            if received is None and source.received is None and content is not None:
                 # the same content read again (a copy, stdin, --force) gets the receive time
                 # it got the first time: its calls without _t are duplicates, not new calls
-                remembered = engine.store.received_for(digest)
+                remembered = engine.store.received_for(content)
                 if remembered is not None:
                     reader.received = remembered
 

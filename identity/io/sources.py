@@ -56,7 +56,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from typing import IO
 
-from ..calls import DEFAULT_RULES, Call, Rules
+from ..calls import DEFAULT_RULES, Call, Rules, valid_time
 from ..errors import ConfigurationError, InputError
 from .formats import (
     BOM,
@@ -180,8 +180,11 @@ def _revisions(folder: str) -> list[Input]:
         path = _revision_path(folder, cells[0])
         if path is None:
             raise InputError(index, f"lists {cells[0]!r}, which is not in the folder")
-        latest = cells[2] if len(cells) > 2 and _INTEGER(cells[2]) else None
-        found.append(Input(path, path, "km", None if latest is None else int(latest)))
+        text = cells[2] if len(cells) > 2 else ""
+        latest = int(text) if len(text) <= 20 and _INTEGER(text) else None
+        if latest is not None and not valid_time(latest):
+            latest = None  # a time no call can have: the revision's mtime instead
+        found.append(Input(path, path, "km", latest))
     return found
 
 
@@ -367,19 +370,22 @@ class Reader:
         head: list[tuple[bytes, int, bool]] = []
         size = 0
         stream = self._file is None
+        ended = True
         for item in self._lines:
             head.append(item)
             size += item[1]
             if size >= _HEAD_BYTES or (
                 not stream and sum(1 for h in head if h[0].strip()) >= _HEAD_LINES
             ):
+                ended = False
                 break
-        #: A hash of the first 64 KiB of a stream, as :func:`fingerprint` hashes a file's
-        #: (None for a file: fingerprint it).
-        self.digest = (
-            hashlib.blake2b(b"".join(h[0] for h in head)[:_FINGERPRINT_BYTES], digest_size=16)
-            .hexdigest() if stream else None
-        )  # fmt: skip
+        #: A stream read whole within its first 64 KiB: its :func:`fingerprint`, as a file
+        #: of the same bytes has it (None otherwise, and for files: fingerprint them).
+        self.content: str | None = None
+        if stream and ended and not self.compressed:
+            data = b"".join(h[0] for h in head)
+            digest = hashlib.blake2b(data, digest_size=16).hexdigest()
+            self.content = f"{len(data)}:{digest}"
         if source.fmt != "auto":
             fmt = source.fmt
         self.sniffed = fmt == "auto"
