@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import click
 
+from .audit.command import audit
 from .calls import MAX_TIME, MIN_TIME
 from .engine import Engine
 from .errors import IdentityError
@@ -245,45 +246,70 @@ def ingest(
     already ingested is skipped. Bad calls are quarantined with a reason, never dropped;
     see `identity quarantine`.
     """
-    inputs = sources.expand(files)
+    inputs = sources.expand(files)  # a missing file is refused before the database is made
     # synchronous=NORMAL: every committed batch survives a killed process; after a power
     # loss the last batches roll back together with the recorded input positions, and the
     # same command reads them again
     with Engine(db, create=True, durable=False) as engine:
-        for item in inputs:
-            with Ingest(
-                engine, item, fmt=fmt, tenant=tenant, received=received, force=force
-            ) as job:
-                note = job.note()
-                if job.reader is None:
-                    if as_json:
-                        _echo_json({"input": item.name, "status": job.status, "note": note})
-                    elif not quiet:
-                        click.echo(f"{item.name}: {note}")
-                    continue
-                if not quiet and not as_json:
-                    if job.reader.sniffed:
-                        click.echo(f"{item.name}: format {job.reader.format} (sniffed)", err=True)
-                    if note:
-                        click.echo(f"{item.name}: {note}", err=True)
-                with _progress(job, quiet or as_json) as update:
-                    summary = job.run(batch_size, update)
-                skipped = job.reader.skipped
+        ingest_inputs(
+            engine, inputs, fmt=fmt, tenant=tenant, received=received, force=force,
+            batch_size=batch_size, quiet=quiet, as_json=as_json,
+        )  # fmt: skip
+
+
+def ingest_inputs(
+    engine: Engine,
+    inputs: Sequence[sources.Input],
+    *,
+    fmt: FormatOrAuto = "auto",
+    tenant: str | None = None,
+    received: int | None = None,
+    force: bool = False,
+    batch_size: int = 10_000,
+    quiet: bool = False,
+    as_json: bool = False,
+    err: bool = False,
+) -> None:
+    """Ingest `inputs` (from :func:`~identity.io.sources.expand`) as ``identity ingest`` does.
+
+    Each input's summary is printed as the ingest command prints it.
+
+    The summaries go to stdout, or to stderr when `err` (``identity audit``, whose stdout is
+    the report); a progress bar goes to stderr on a terminal unless `quiet`.
+    """
+    for item in inputs:
+        with Ingest(engine, item, fmt=fmt, tenant=tenant, received=received, force=force) as job:
+            note = job.note()
+            if job.reader is None:
                 if as_json:
-                    _echo_json(
-                        {
-                            "input": item.name,
-                            "status": job.status,
-                            "note": note,
-                            "format": job.reader.format,
-                            "sniffed": job.reader.sniffed,
-                            **summary.as_dict(),
-                            "skipped_lines": skipped,
-                        }
-                    )
+                    _echo_json({"input": item.name, "status": job.status, "note": note}, err=err)
                 elif not quiet:
-                    more = f"; {skipped} lines skipped (not tracking calls)" if skipped else ""
-                    click.echo(f"{item.name}: {summary.line()}{more}")
+                    click.echo(f"{item.name}: {note}", err=err)
+                continue
+            if not quiet and not as_json:
+                if job.reader.sniffed:
+                    click.echo(f"{item.name}: format {job.reader.format} (sniffed)", err=True)
+                if note:
+                    click.echo(f"{item.name}: {note}", err=True)
+            with _progress(job, quiet or as_json) as update:
+                summary = job.run(batch_size, update)
+            skipped = job.reader.skipped
+            if as_json:
+                _echo_json(
+                    {
+                        "input": item.name,
+                        "status": job.status,
+                        "note": note,
+                        "format": job.reader.format,
+                        "sniffed": job.reader.sniffed,
+                        **summary.as_dict(),
+                        "skipped_lines": skipped,
+                    },
+                    err=err,
+                )
+            elif not quiet:
+                more = f"; {skipped} lines skipped (not tracking calls)" if skipped else ""
+                click.echo(f"{item.name}: {summary.line()}{more}", err=err)
 
 
 _FIELDS: list[Column[tuple[str, object]]] = [
@@ -882,6 +908,9 @@ def serve(
             max_wait=max_wait_ms / 1000,
             access_log=log,
         )
+
+
+cli.add_command(audit)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -147,7 +147,8 @@ class Link:
     b: str
     t: int
     sent: int
-    source: str
+    #: Where it was first sent (None: not recorded).
+    source: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -282,7 +283,8 @@ class Audit:
     tenant : str or None
         The tenant audited, or None for all.
     as_of : int or None
-        Only calls with ``t <= as_of`` (quarantined: received by then).
+        Only calls with ``t <= as_of`` (quarantined: received by then). A stored record counts
+        with all its copies (``received``): a link sent again after `as_of` counts twice.
     sources : tuple of (str, int)
         Inputs read and their calls, sorted by name.
     kinds : tuple of KindCount
@@ -360,8 +362,14 @@ class Audit:
         return self.sizes[-1][0] if self.sizes else 0
 
     def summary(self) -> dict[str, int]:
-        """Return the headline numbers (the top of every rendering)."""
+        """Return the headline numbers (the top of every rendering).
+
+        ``calls`` are the calls read from the inputs (0 for a database fed by the beacon or
+        the library, which records no inputs); ``records`` the accepted records (an ``/s``
+        call is one per property) and quarantined calls.
+        """
         return {
+            "calls": sum(n for _, n in self.sources),
             "records": self.accepted + self.quarantined,
             "accepted": self.accepted,
             "quarantined": self.quarantined,
