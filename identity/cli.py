@@ -795,12 +795,25 @@ _DEMO_QUARANTINE: list[Column[Quarantined]] = [
     type=click.Path(dir_okay=False),
     help="Keep the database here [default: a temporary file].",
 )
-def demo(db: str | None) -> None:
-    """Ingest the sample that ships with identity and print who is who.
+@click.option(
+    "--html",
+    "html_path",
+    default="identity-demo-audit.html",
+    show_default=True,
+    type=click.Path(dir_okay=False),
+    help="Write the sample's audit page here.",
+)
+def demo(db: str | None, html_path: str) -> None:
+    """Ingest the sample that ships with identity, print who is who, and audit it.
 
-    With --db, the database is kept there; it must not exist yet (the demo never writes
-    its sample into a database of yours).
+    Ends with the audit's headline and writes its HTML page (see `identity audit`). With
+    --db, the database is kept there; it must not exist yet (the demo never writes its
+    sample into a database of yours).
     """
+    from .audit.command import write_page
+    from .audit.engines.memory import audit_database
+    from .audit.text import headline
+
     if db is not None and os.path.exists(db) and (os.path.isdir(db) or os.path.getsize(db)):
         raise click.UsageError(
             f"--db {db} exists: the demo writes its sample into a new database only"
@@ -826,6 +839,10 @@ def demo(db: str | None) -> None:
                 click.echo()
             click.echo("quarantined:")
             output_rows(engine.quarantine(), _DEMO_QUARANTINE, Quarantined.as_dict, table)
+            report = audit_database(engine)
+        click.echo(f"\naudit: {headline(report)}")
+        write_page(report, html_path)
+        click.echo(f"audit page: {os.path.abspath(html_path)}")
 
 
 @cli.command()

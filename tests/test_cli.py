@@ -121,11 +121,21 @@ def test_errors_are_one_line_and_nonzero(
     assert err.startswith("identity: error: ")
 
 
-def test_demo_runs_on_the_packaged_sample(capsys: pytest.CaptureFixture[str]) -> None:
+def test_demo_runs_on_the_packaged_sample_and_ends_with_its_audit(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
     code, out, _ = run(capsys, "demo")
     assert code == 0
     assert "Qm9i7xK2pL, bob@example.com" in out
     assert "blocked_identity" in out
+    lines = out.splitlines()
+    assert lines[-2].startswith("audit: 23 records (17 accepted, 6 quarantined, 1 exact")
+    page = tmp_path / "identity-demo-audit.html"
+    assert lines[-1] == f"audit page: {page}"
+    assert "Which merges look wrong?" in page.read_text()
+    assert run(capsys, "demo", "--html", "elsewhere.html")[0] == 0
+    assert (tmp_path / "elsewhere.html").exists()
 
 
 def test_every_command_has_help_and_is_in_the_readme() -> None:
@@ -166,5 +176,5 @@ def test_demo_never_writes_into_an_existing_database(
     assert "exists" in err
     assert db.read_bytes() == before
     fresh = tmp_path / "new.db"
-    assert run(capsys, "demo", "--db", str(fresh))[0] == 0
+    assert run(capsys, "demo", "--db", str(fresh), "--html", str(tmp_path / "a.html"))[0] == 0
     assert fresh.stat().st_size > 0

@@ -167,6 +167,7 @@ def graph(merge: Merge) -> str:
                 edgecolors=["black" if customer.get(n) else colour for n in nodes],
             )
         if g.number_of_nodes() <= 30:
-            nx.draw_networkx_labels(g, position, ax=ax, font_size=7)
+            above = {n: (x, y + 0.09) for n, (x, y) in position.items()}
+            nx.draw_networkx_labels(g, above, ax=ax, font_size=7)
 
     return _svg(draw, (4.2, 3.4))

@@ -9,6 +9,7 @@ pages, the navigation is not printed). Every value from the data is escaped.
 from __future__ import annotations
 
 import html
+import os
 from collections.abc import Callable, Iterable, Sequence
 
 from . import charts
@@ -61,6 +62,10 @@ def _e(value: object) -> str:
 
 def _n(value: int) -> str:
     return f"{value:,}"
+
+
+def _count(n: int, noun: str, plural: str | None = None) -> str:
+    return f"{n:,} {noun if n == 1 else plural or noun + 's'}"
 
 
 def _times(n: int) -> str:
@@ -175,7 +180,14 @@ def page(audit: Audit, *, title: str = "identity audit") -> str:
         else f'<p class="note">Charts need matplotlib: <code>{_e(charts.GET_CHARTS)}</code>.</p>'
     )
     sources = (
-        _table(["input", "calls"], [(_code(n), c) for n, c in audit.sources], numeric=(1,))
+        _table(
+            ["input", "calls"],
+            [
+                (_Raw(f'<code title="{_e(n)}">{_e(os.path.basename(n))}</code>'), c)
+                for n, c in audit.sources
+            ],
+            numeric=(1,),
+        )
         if audit.sources
         else ""
     )
@@ -183,7 +195,8 @@ def page(audit: Audit, *, title: str = "identity audit") -> str:
         _section(
             "kinds",
             "What do the calls hold?",
-            "Accepted records by kind; an <code>/s</code> call is one record per property. "
+            "Accepted records by kind: an <code>/e</code> call is one event, and <code>/e</code> "
+            "and <code>/s</code> calls set one property record per property they carry. "
             "Exact duplicates (SPEC §8) are counted, not stored twice.",
             _table(
                 ["kind", "received", "stored", "exact duplicates"],
@@ -195,7 +208,7 @@ def page(audit: Audit, *, title: str = "identity audit") -> str:
         _section(
             "quarantine",
             "What was refused, and why?",
-            f"{_n(audit.quarantined)} calls quarantined, whole, with a reason; nothing was "
+            f"{_count(audit.quarantined, 'call')} quarantined, whole, with a reason; nothing was "
             "dropped (see <code>identity quarantine</code>).",
             _chart(lambda: charts.reasons(audit.quarantine), "quarantined calls by reason")
             if audit.quarantine
@@ -212,7 +225,8 @@ def page(audit: Audit, *, title: str = "identity audit") -> str:
         _section(
             "retries",
             "Did clients send events twice?",
-            f"{_n(audit.retries)} likely client retries: the same identity, event name and "
+            f"{_count(audit.retries, 'likely client retry', 'likely client retries')}: "
+            "the same identity, event name and "
             f"properties again within {RETRY_WINDOW} s under a different <code>_t</code> "
             f"(stored, unlike the {_n(sum(k.duplicates for k in audit.kinds[:1]))} exact "
             "duplicate events).",
@@ -247,7 +261,8 @@ def page(audit: Audit, *, title: str = "identity audit") -> str:
         _section(
             "risky",
             "Which merges look wrong?",
-            f"{_n(audit.bridges)} risky links: bridges whose removal would split a person into "
+            f"{_count(audit.bridges, 'risky link')}: bridges whose removal would split a "
+            "person into "
             f"two parts that both have a Customer ID or at least two identities; "
             f"{_n(audit.hubs)} hub identities (10 or more links). The riskiest, most even "
             "split first, with the chain that joined the two sides (the risky link in red):",

@@ -32,6 +32,10 @@ def when(t: int, span: str = "second") -> str:
     return moment.strftime("%Y-%m-%d %H:%M:%S")
 
 
+def _count(n: int, noun: str, plural: str | None = None) -> str:
+    return f"{n:,} {noun if n == 1 else plural or noun + 's'}"
+
+
 def headline(audit: Audit) -> str:
     """Return the headline numbers in one line.
 
@@ -42,17 +46,20 @@ def headline(audit: Audit) -> str:
     >>> engine = Engine()
     >>> _ = engine.alias("K", "a", "b", t=1)
     >>> headline(audit_database(engine))  # doctest: +NORMALIZE_WHITESPACE
-    '1 records (1 accepted, 0 quarantined, 0 duplicates, 0 likely retries); 2 identities in
-     1 people, the largest 2; 0 risky links; 0 junk identities; 1 tenants'
+    '1 record (1 accepted, 0 quarantined, 0 exact duplicates, 0 likely retries); 2 identities
+     in 1 person, the largest 2; 0 risky links; 0 junk identities; 1 tenant'
     """
     s = audit.summary()
-    calls = f"{s['calls']:,} calls read; " if s["calls"] else ""
+    calls = f"{_count(s['calls'], 'call')} read; " if s["calls"] else ""
     return calls + (
-        f"{s['records']:,} records ({s['accepted']:,} accepted, {s['quarantined']:,} "
-        f"quarantined, {s['duplicates']:,} duplicates, {s['retries']:,} likely retries); "
-        f"{s['identities']:,} identities in {s['people']:,} people, the largest "
-        f"{s['largest_person']:,}; {s['risky_links']:,} risky links; "
-        f"{s['junk_identities']:,} junk identities; {s['tenants']:,} tenants"
+        f"{_count(s['records'], 'record')} ({s['accepted']:,} accepted, "
+        f"{s['quarantined']:,} quarantined, {_count(s['duplicates'], 'exact duplicate')}, "
+        f"{_count(s['retries'], 'likely retry', 'likely retries')}); "
+        f"{_count(s['identities'], 'identity', 'identities')} in "
+        f"{_count(s['people'], 'person', 'people')}, the largest {s['largest_person']:,}; "
+        f"{_count(s['risky_links'], 'risky link')}; "
+        f"{_count(s['junk_identities'], 'junk identity', 'junk identities')}; "
+        f"{_count(s['tenants'], 'tenant')}"
     )
 
 
@@ -93,7 +100,9 @@ def lines(audit: Audit) -> Iterator[str]:
     yield f"Audit of {inputs}{scope}{as_of}"
     yield headline(audit)
     yield from _table(
-        "Records by kind (an /s call is one record per property)", audit.kinds, _kinds()
+        "Records by kind (an /e call is an event; /e and /s set a property record per property)",
+        audit.kinds,
+        _kinds(),
     )
     reasons: list[Column[Reason]] = [
         Column("reason", lambda r: r.reason),

@@ -108,91 +108,64 @@ class _Query:
 _IN = "(?1 IS NULL OR i.tenant = ?1)"
 
 
-def _members(q: _Query) -> None:
-    """Fill the temp tables ``audit_member`` and ``audit_person``: the partition as of the bound.
+def _drop(conn: sqlite3.Connection) -> None:
+    for name in ("audit_member", "audit_person"):
+        kind = conn.execute(
+            "SELECT type FROM temp.sqlite_master WHERE name = ?", (name,)
+        ).fetchone()
+        if kind is not None:
+            conn.execute(f"DROP {kind[0].upper()} temp.{name}")
 
-    ``audit_member(identity, person)`` maps the tenant's identities seen by then to person
-    rows, ``audit_person(id, tenant, person, size)`` holds those people.
+
+def _members(q: _Query) -> None:
+    """Make ``audit_member`` and ``audit_person``: the partition as of the bound.
+
+    ``audit_member(identity, person)`` maps identities to person rows, ``audit_person(id,
+    tenant, person, size)`` holds the tenant's people. Without `as_of` they are views of the
+    stored partition; with it, temp tables of the partition the links up to then make.
     """
     conn = q.conn
-    conn.execute("DROP TABLE IF EXISTS temp.audit_member")
-    conn.execute("DROP TABLE IF EXISTS temp.audit_person")
+    _drop(conn)
+    if q.as_of is None:  # the stored partition, as views: nothing is copied
+        quoted = "" if q.tenant is None else q.tenant.replace("'", "''")
+        where = "" if q.tenant is None else f" WHERE tenant = '{quoted}'"
+        conn.execute(
+            "CREATE TEMP VIEW audit_member AS SELECT id AS identity, person FROM main.identities"
+        )
+        conn.execute(
+            "CREATE TEMP VIEW audit_person AS SELECT id, tenant, person, size FROM main.persons"
+            + where
+        )
+        return
     conn.execute("CREATE TEMP TABLE audit_member (identity INTEGER PRIMARY KEY, person INTEGER)")
     conn.execute(
         "CREATE TEMP TABLE audit_person "
         "(id INTEGER PRIMARY KEY, tenant TEXT, person TEXT, size INTEGER)"
     )
-    if q.as_of is None:
-        conn.execute(
-            f"INSERT INTO audit_member SELECT i.id, i.person FROM identities i WHERE {_IN} "
-            "AND ?2 IS NOT NULL",
-            (q.tenant, q.bound),
+    # replay the links up to the bound: the partition a database holding only those calls
+    # would store (SPEC §9 as_of)
+    found: UnionFind[int] = UnionFind()
+    ids = [
+        r[0]
+        for r in q.rows(
+            f"SELECT i.id FROM identities i WHERE {_IN} AND i.first_seen <= ?2 ORDER BY i.id"
         )
-        conn.execute(
-            "INSERT INTO audit_person SELECT p.id, p.tenant, p.person, p.size FROM persons p "
-            "WHERE (?1 IS NULL OR p.tenant = ?1)",
-            (q.tenant,),
-        )
-    else:
-        # replay the links up to the bound: the partition a database holding only those
-        # calls would store (SPEC §9 as_of)
-        found: UnionFind[int] = UnionFind()
-        ids = [
-            r[0]
-            for r in q.rows(
-                f"SELECT i.id FROM identities i WHERE {_IN} AND i.first_seen <= ?2 ORDER BY i.id"
-            )
-        ]
-        for x in ids:
-            found.add(x)
-        for a, b in q.rows(
-            f"SELECT l.a, l.b FROM links l JOIN identities i ON i.id = l.a WHERE {_IN} "
-            "AND l.t <= ?2"
-        ):
-            found.union(a, b)
-        conn.executemany(
-            "INSERT INTO audit_member VALUES (?, ?)", ((x, found.find(x)) for x in ids)
-        )
-        conn.execute(
-            "INSERT INTO audit_person SELECT m.person, min(i.tenant), min(i.identity), count(*) "
-            "FROM audit_member m JOIN identities i ON i.id = m.identity GROUP BY m.person"
-        )
+    ]
+    for x in ids:
+        found.add(x)
+    for a, b in q.rows(
+        f"SELECT l.a, l.b FROM links l JOIN identities i ON i.id = l.a WHERE {_IN} AND l.t <= ?2"
+    ):
+        found.union(a, b)
+    conn.executemany("INSERT INTO audit_member VALUES (?, ?)", ((x, found.find(x)) for x in ids))
+    conn.execute(
+        "INSERT INTO audit_person SELECT m.person, min(i.tenant), min(i.identity), count(*) "
+        "FROM audit_member m JOIN identities i ON i.id = m.identity GROUP BY m.person"
+    )
     conn.execute("CREATE INDEX temp.audit_member_person ON audit_member (person)")
 
 
-def _kinds(q: _Query) -> tuple[KindCount, ...]:
-    tables = {"event": "events", "property": "properties"}
-    counts = {}
-    for kind in KINDS:
-        if kind == "alias":
-            sql = (
-                f"SELECT count(*), coalesce(sum(l.sent), 0) FROM links l "
-                f"JOIN identities i ON i.id = l.a WHERE {_IN} AND l.t <= ?2"
-            )
-        else:
-            sql = (
-                f"SELECT count(*), coalesce(sum(x.sent), 0) FROM {tables[kind]} x "
-                f"JOIN identities i ON i.id = x.identity WHERE {_IN} AND x.t <= ?2"
-            )
-        stored, received = q.one(sql)
-        counts[kind] = KindCount(kind, int(received), int(stored))
-    return tuple(counts[k] for k in KINDS)
-
-
 _QUARANTINE = "FROM quarantine i WHERE (?1 IS NULL OR i.tenant = ?1) AND i.received <= ?2"
-
-
-def _quarantine(q: _Query) -> tuple[Reason, ...]:
-    reasons = []
-    for reason, calls in q.rows(f"SELECT i.reason, sum(i.sent) {_QUARANTINE} GROUP BY i.reason"):
-        examples = q.rows(
-            f"SELECT DISTINCT i.raw {_QUARANTINE} AND i.reason = ?3 ORDER BY i.raw LIMIT ?4",
-            reason,
-            EXAMPLES,
-        )
-        reasons.append(Reason(reason, int(calls), tuple(r[0] for r in examples)))
-    reasons.sort(key=lambda r: (-r.calls, r.reason))
-    return tuple(reasons)
 
 
 def _retries(q: _Query) -> tuple[int, tuple[Retry, ...]]:
@@ -214,13 +187,31 @@ def _retries(q: _Query) -> tuple[int, tuple[Retry, ...]]:
     return count, tuple(first[:EXAMPLES])
 
 
-def _people(q: _Query) -> tuple[int, int, tuple[tuple[int, int], ...], tuple[Largest, ...]]:
-    identities = q.one(f"SELECT count(*) FROM identities i WHERE {_IN} AND i.first_seen <= ?2")[0]
-    sizes = q.rows(
-        "SELECT size, count(*) FROM audit_person WHERE ?1 IS ?1 AND ?2 IS ?2 "
-        "GROUP BY size ORDER BY size"
-    )
-    people = sum(n for _, n in sizes)
+class _Counts:
+    """Identities (all, never a Customer ID) and people (by size) per tenant, one scan each."""
+
+    def __init__(self, q: _Query) -> None:
+        self.identities: dict[str, int] = {}
+        self.never = 0
+        for tenant, n, never in q.rows(
+            f"SELECT i.tenant, count(*), count(*) FILTER (WHERE i.customer_since IS NULL OR "
+            f"i.customer_since > ?2) FROM identities i WHERE {_IN} AND i.first_seen <= ?2 "
+            "GROUP BY i.tenant"
+        ):
+            self.identities[tenant] = int(n)
+            self.never += int(never)
+        self.people: dict[str, int] = defaultdict(int)
+        sizes: dict[int, int] = defaultdict(int)
+        for tenant, size, n in q.rows(
+            "SELECT tenant, size, count(*) FROM audit_person WHERE ?1 IS ?1 AND ?2 IS ?2 "
+            "GROUP BY tenant, size"
+        ):
+            self.people[tenant] += int(n)
+            sizes[int(size)] += int(n)
+        self.sizes = tuple(sorted(sizes.items()))
+
+
+def _largest(q: _Query) -> tuple[Largest, ...]:
     largest = []
     for row_id, tenant, person, size in q.rows(
         "SELECT id, tenant, person, size FROM audit_person WHERE ?1 IS ?1 AND ?2 IS ?2 "
@@ -236,24 +227,22 @@ def _people(q: _Query) -> tuple[int, int, tuple[tuple[int, int], ...], tuple[Lar
             row_id,
         )
         largest.append(Largest(tenant, person, int(size), int(customers), int(events)))
-    return int(identities), people, tuple((int(s), int(n)) for s, n in sizes), tuple(largest)
+    return tuple(largest)
 
 
 def _linked(q: _Query) -> Iterator[tuple[int, list[tuple[int, int]], dict[int, bool]]]:
     """Yield each person with at least one link: its row id, links and members' customer flags."""
     links: dict[int, list[tuple[int, int]]] = defaultdict(list)
-    for person, a, b in q.rows(
-        f"SELECT m.person, l.a, l.b FROM links l JOIN identities i ON i.id = l.a "
-        f"JOIN audit_member m ON m.identity = l.a WHERE {_IN} AND l.t <= ?2"
+    customer: dict[int, bool] = {}
+    for person, a, b, customer_a, customer_b in q.rows(
+        f"SELECT m.person, l.a, l.b, coalesce(i.customer_since <= ?2, 0), "
+        f"coalesce(j.customer_since <= ?2, 0) FROM links l JOIN identities i ON i.id = l.a "
+        f"JOIN identities j ON j.id = l.b JOIN audit_member m ON m.identity = l.a "
+        f"WHERE {_IN} AND l.t <= ?2"
     ):
         links[person].append((a, b))
-    customer: dict[int, bool] = {}
-    for row, flag in q.rows(
-        "SELECT i.id, coalesce(i.customer_since <= ?2, 0) FROM identities i "
-        "JOIN audit_member m ON m.identity = i.id JOIN audit_person p ON p.id = m.person "
-        "WHERE p.size > 1 AND ?1 IS ?1"
-    ):
-        customer[row] = bool(flag)
+        customer[a] = bool(customer_a)
+        customer[b] = bool(customer_b)
     for person, edges in links.items():
         yield person, edges, customer
 
@@ -272,7 +261,13 @@ def _risks(q: _Query) -> tuple[int, int, list[tuple[int, Split]]]:
             if a != b:
                 degree[a] += 1
                 degree[b] += 1
-        for split in bridges_of(edges, customer):
+        splits = (
+            [Split(edges[0][0], edges[0][1], (1, 1), (int(customer[edges[0][0]]),
+                   int(customer[edges[0][1]])))]
+            if len(edges) == 1 and edges[0][0] != edges[0][1]
+            else bridges_of(edges, customer)
+        )  # fmt: skip
+        for split in splits:
             if min(split.customers) > 0 or min(split.sizes) >= MIN_PART:
                 bridges += 1
                 best.append((person, split))
@@ -373,61 +368,75 @@ def _junk(q: _Query, is_blocked: Callable[[str], bool]) -> tuple[int, tuple[Junk
     return len(junk), tuple(examples[:EXAMPLES])
 
 
-def _tenants(q: _Query) -> tuple[Tenant, ...]:
-    totals: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0, 0])
-    for tenant, n in q.rows(
-        f"SELECT i.tenant, count(*) FROM identities i WHERE {_IN} "
-        "AND i.first_seen <= ?2 GROUP BY i.tenant"
-    ):
-        totals[tenant][0] = n
-    for tenant, n in q.rows(
-        "SELECT tenant, count(*) FROM audit_person WHERE ?1 IS ?1 AND ?2 IS ?2 GROUP BY tenant"
-    ):
-        totals[tenant][1] = n
-    for tenant, n in q.rows(
-        f"SELECT i.tenant, count(*) FROM events e JOIN identities i "
-        f"ON i.id = e.identity WHERE {_IN} AND e.t <= ?2 GROUP BY i.tenant"
-    ):
-        totals[tenant][2] = n
-    for tenant, n in q.rows(
-        f"SELECT i.tenant, sum(i.sent) {_QUARANTINE} AND i.tenant IS NOT NULL GROUP BY i.tenant"
-    ):
-        totals[tenant][3] = n
-    return tuple(Tenant(t, *map(int, v)) for t, v in sorted(totals.items()))
+class _Scan:
+    """One pass over each table, grouped by tenant and day: kinds, tenants and the timeline."""
 
+    def __init__(self, q: _Query) -> None:
+        self.received: dict[str, int] = defaultdict(int)
+        self.stored: dict[str, int] = defaultdict(int)
+        self.days: dict[int, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+        self.events: dict[str, int] = defaultdict(int)
+        self.quarantined: dict[str, int] = defaultdict(int)
+        tables = [("event", "events x", "x.identity", "x.t"),
+                  ("property", "properties x", "x.identity", "x.t"),
+                  ("alias", "links x", "x.a", "x.t")]  # fmt: skip
+        for kind, table, identity, t in tables:
+            for tenant, day, stored, received in q.rows(
+                f"SELECT i.tenant, {t} / {_DAY}, count(*), sum(x.sent) FROM {table} "
+                f"JOIN identities i ON i.id = {identity} WHERE {_IN} AND {t} <= ?2 GROUP BY 1, 2"
+            ):
+                self.stored[kind] += stored
+                self.received[kind] += received
+                self.days[int(day)][kind] += received
+                if kind == "event":
+                    self.events[tenant] += stored
+        self.reasons: dict[str, int] = defaultdict(int)
+        for tenant, reason, day, calls in q.rows(
+            f"SELECT i.tenant, i.reason, i.received / {_DAY}, sum(i.sent) {_QUARANTINE} "
+            "GROUP BY 1, 2, 3"
+        ):
+            self.reasons[reason] += calls
+            self.days[int(day)]["quarantined"] += calls
+            if tenant is not None:
+                self.quarantined[tenant] += calls
 
-def _timeline(q: _Query) -> tuple[Span, tuple[Bucket, ...]]:
-    days: dict[int, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    sources = [
-        (
-            "event",
-            f"SELECT x.t / {_DAY}, sum(x.sent) FROM events x JOIN identities i "
-            f"ON i.id = x.identity WHERE {_IN} AND x.t <= ?2 GROUP BY 1",
-        ),
-        (
-            "property",
-            f"SELECT x.t / {_DAY}, sum(x.sent) FROM properties x JOIN identities i "
-            f"ON i.id = x.identity WHERE {_IN} AND x.t <= ?2 GROUP BY 1",
-        ),
-        (
-            "alias",
-            f"SELECT l.t / {_DAY}, sum(l.sent) FROM links l JOIN identities i "
-            f"ON i.id = l.a WHERE {_IN} AND l.t <= ?2 GROUP BY 1",
-        ),
-        ("quarantined", f"SELECT i.received / {_DAY}, sum(i.sent) {_QUARANTINE} GROUP BY 1"),
-    ]
-    for kind, sql in sources:
-        for day, n in q.rows(sql):
-            days[int(day)][kind] += int(n)
-    if not days:
-        return "day", ()
-    span = span_of(min(days) * _DAY, max(days) * _DAY)
-    buckets: dict[int, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    for day, counts in days.items():
-        into = buckets[bucket_start(day, span)]
-        for kind, n in counts.items():
-            into[kind] += n
-    return span, tuple(Bucket(start, **counts) for start, counts in sorted(buckets.items()))
+    def kinds(self) -> tuple[KindCount, ...]:
+        return tuple(KindCount(k, self.received[k], self.stored[k]) for k in KINDS)
+
+    def quarantine(self, q: _Query) -> tuple[Reason, ...]:
+        reasons = []
+        for reason, calls in self.reasons.items():
+            examples = q.rows(
+                f"SELECT DISTINCT i.raw {_QUARANTINE} AND i.reason = ?3 ORDER BY i.raw LIMIT ?4",
+                reason,
+                EXAMPLES,
+            )
+            reasons.append(Reason(reason, calls, tuple(r[0] for r in examples)))
+        reasons.sort(key=lambda r: (-r.calls, r.reason))
+        return tuple(reasons)
+
+    def tenants(self, counts: _Counts) -> tuple[Tenant, ...]:
+        totals: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0, 0])
+        for tenant, n in counts.identities.items():
+            totals[tenant][0] = n
+        for tenant, n in counts.people.items():
+            totals[tenant][1] = n
+        for tenant, n in self.events.items():
+            totals[tenant][2] = n
+        for tenant, n in self.quarantined.items():
+            totals[tenant][3] = n
+        return tuple(Tenant(t, *v) for t, v in sorted(totals.items()))
+
+    def timeline(self) -> tuple[Span, tuple[Bucket, ...]]:
+        if not self.days:
+            return "day", ()
+        span = span_of(min(self.days) * _DAY, max(self.days) * _DAY)
+        buckets: dict[int, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+        for day, counts in self.days.items():
+            into = buckets[bucket_start(day, span)]
+            for kind, n in counts.items():
+                into[kind] += n
+        return span, tuple(Bucket(start, **counts) for start, counts in sorted(buckets.items()))
 
 
 def audit_database(engine: Engine, tenant: str | None = None, as_of: int | None = None) -> Audit:
@@ -459,45 +468,38 @@ def audit_database(engine: Engine, tenant: str | None = None, as_of: int | None 
     q = _Query(engine.store.conn, tenant, as_of)
     _members(q)
     try:
-        identities, people, sizes, largest = _people(q)
+        counts = _Counts(q)
         bridges, hubs, best = _risks(q)
         retries, retry_examples = _retries(q)
         junk, junk_examples = _junk(q, engine.rules.is_blocked)
-        span, timeline = _timeline(q)
-        never = q.one(
-            f"SELECT count(*) FROM identities i WHERE {_IN} AND i.first_seen <= ?2 "
-            "AND (i.customer_since IS NULL OR i.customer_since > ?2)"
-        )[0]
-        blocked = q.one(
-            f"SELECT coalesce(sum(i.sent), 0) {_QUARANTINE} AND i.reason = 'blocked_identity'"
-        )[0]
+        scan = _Scan(q)
+        span, timeline = scan.timeline()
         sources = q.conn.execute("SELECT source, calls FROM inputs ORDER BY source").fetchall()
         return Audit(
             tenant=tenant,
             as_of=as_of,
             sources=tuple((s, int(n)) for s, n in sources),
-            kinds=_kinds(q),
-            quarantine=_quarantine(q),
+            kinds=scan.kinds(),
+            quarantine=scan.quarantine(q),
             retries=retries,
             retry_examples=retry_examples,
-            identities=identities,
-            people=people,
-            sizes=sizes,
-            largest=largest,
+            identities=sum(counts.identities.values()),
+            people=sum(counts.people.values()),
+            sizes=counts.sizes,
+            largest=_largest(q),
             bridges=bridges,
             hubs=hubs,
             riskiest=_merges(q, engine, best),
             junk=junk,
             junk_examples=junk_examples,
-            blocked_aliases=int(blocked),
-            never_customer=int(never),
-            tenants=_tenants(q),
+            blocked_aliases=scan.reasons.get("blocked_identity", 0),
+            never_customer=counts.never,
+            tenants=scan.tenants(counts),
             span=span,
             timeline=timeline,
         )
     finally:
-        q.conn.execute("DROP TABLE IF EXISTS temp.audit_member")
-        q.conn.execute("DROP TABLE IF EXISTS temp.audit_person")
+        _drop(q.conn)
 
 
 @contextmanager
