@@ -143,7 +143,10 @@ def graph(merge: Merge) -> str:
     risky = (merge.link.a, merge.link.b)
     cut = nx.restricted_view(g, [], [risky])
     side_a = nx.node_connected_component(cut, merge.link.a)
-    position = nx.spring_layout(g, seed=7)
+    # a weak spring on the risky link lets its two sides drift apart, so it shows
+    nx.set_edge_attributes(g, 1.0, "pull")
+    g.edges[risky]["pull"] = 0.05
+    position = nx.spring_layout(g, seed=7, weight="pull")
     customer = dict(merge.drawing.nodes)
 
     def draw(figure: Any) -> None:
@@ -152,9 +155,6 @@ def graph(merge: Merge) -> str:
         ax.margins(0.18)
         others = [e for e in g.edges if set(e) != set(risky)]
         nx.draw_networkx_edges(g, position, edgelist=others, ax=ax, edge_color="#999999")
-        nx.draw_networkx_edges(
-            g, position, edgelist=[risky], ax=ax, edge_color="#cc0000", width=3, style="dashed"
-        )
         for side, colour in ((side_a, "#3b6ea5"), (set(g) - side_a, "#e69138")):
             nodes = sorted(side)
             nx.draw_networkx_nodes(
@@ -166,6 +166,10 @@ def graph(merge: Merge) -> str:
                 node_size=[90 if customer.get(n) else 40 for n in nodes],
                 edgecolors=["black" if customer.get(n) else colour for n in nodes],
             )
+        link = nx.draw_networkx_edges(
+            g, position, edgelist=[risky], ax=ax, edge_color="#cc0000", width=3.5, style="dashed"
+        )
+        link.set_zorder(3)  # over the nodes
         if g.number_of_nodes() <= 30:
             above = {n: (x, y + 0.09) for n, (x, y) in position.items()}
             nx.draw_networkx_labels(g, above, ax=ax, font_size=7)

@@ -13,7 +13,7 @@ import os
 from collections.abc import Callable, Iterable, Sequence
 
 from . import charts
-from .model import RETRY_WINDOW, SCHEMA, Audit, Merge
+from .model import RETRY_WINDOW, SCHEMA, Audit, Merge, size_bins
 from .text import when
 
 __all__ = ["page"]
@@ -256,7 +256,11 @@ def page(audit: Audit, *, title: str = "identity audit") -> str:
                 numeric=(2, 3, 4),
             ),
             "<h3>People by size</h3>",
-            _table(["identities", "people"], audit.sizes, numeric=(0, 1)),
+            _table(
+                ["identities", "people", "their identities"],
+                size_bins(audit.sizes),
+                numeric=(0, 1, 2),
+            ),
         ),
         _section(
             "risky",

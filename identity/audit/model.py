@@ -32,6 +32,7 @@ __all__ = [
     "Reason",
     "Retry",
     "Tenant",
+    "size_bins",
 ]
 
 #: Version of the JSON document.
@@ -272,6 +273,27 @@ class Bucket:
             "alias": self.alias,
             "quarantined": self.quarantined,
         }
+
+
+def size_bins(sizes: tuple[tuple[int, int], ...]) -> list[tuple[str, int, int]]:
+    """Group ``(size, people)`` in powers of two for display: ``(label, people, identities)``.
+
+    Examples
+    --------
+    >>> size_bins(((1, 5), (2, 3), (3, 1), (4, 1), (9, 2)))
+    [('1', 5, 5), ('2', 3, 6), ('3-4', 2, 7), ('9-16', 2, 18)]
+    """
+    bins: dict[int, list[int]] = {}
+    for size, people in sizes:
+        low = 1 if size <= 1 else (1 << (size - 1).bit_length() - 1) + 1
+        into = bins.setdefault(low, [0, 0])
+        into[0] += people
+        into[1] += people * size
+    out = []
+    for low, (people, identities) in sorted(bins.items()):
+        high = 1 if low == 1 else 2 * (low - 1)
+        out.append((str(low) if low == high else f"{low}-{high}", people, identities))
+    return out
 
 
 @dataclass(frozen=True, slots=True)

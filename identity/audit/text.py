@@ -7,7 +7,18 @@ from datetime import datetime, timezone
 from typing import TypeVar
 
 from ..output import Column, Options, render
-from .model import RETRY_WINDOW, Audit, Bucket, Junk, KindCount, Largest, Merge, Reason, Tenant
+from .model import (
+    RETRY_WINDOW,
+    Audit,
+    Bucket,
+    Junk,
+    KindCount,
+    Largest,
+    Merge,
+    Reason,
+    Tenant,
+    size_bins,
+)
 
 __all__ = ["headline", "lines", "when"]
 
@@ -120,11 +131,12 @@ def lines(audit: Audit) -> Iterator[str]:
             f"  {retry.tenant} {retry.identity} {retry.event!r} at {when(retry.t)} "
             f"after {when(retry.previous)}"
         )
-    sizes: list[Column[tuple[int, int]]] = [
+    sizes: list[Column[tuple[str, int, int]]] = [
         Column("identities", lambda s: s[0]),
         Column("people", lambda s: s[1]),
+        Column("their identities", lambda s: s[2]),
     ]
-    yield from _table("People by size", audit.sizes, sizes)
+    yield from _table("People by size", size_bins(audit.sizes), sizes)
     largest: list[Column[Largest]] = [
         Column("tenant", lambda p: p.tenant),
         Column("person", lambda p: p.person),
