@@ -14,7 +14,9 @@ sizes can be compared: memory should grow with identities, not calls.
 Examples
 --------
 ``python -m bench.audit`` (1M calls, 3 rounds); ``python -m bench.audit --calls 250k,1M``;
-``python -m bench.audit --calls 20k --rounds 1 --no-files`` (quick).
+``python -m bench.audit --calls 20k --rounds 1 --no-files`` (quick);
+``python -m bench.audit --shape retries --no-files`` (many calls per identity: memory follows
+identities).
 """
 
 from __future__ import annotations
@@ -72,10 +74,12 @@ def _child(argv: list[str]) -> tuple[float, float, int]:
     return usage.ru_utime + usage.ru_stime, wall, usage.ru_maxrss * 1024
 
 
-def measure(calls: int, rounds: int, files: bool, folder: str) -> dict[str, Any]:
+def measure(
+    calls: int, rounds: int, files: bool, folder: str, shape: str = "issue2"
+) -> dict[str, Any]:
     """Generate `calls`, ingest them, and time every subject `rounds` times round-robin."""
     lines = os.path.join(folder, f"calls-{calls}.url")
-    workloads.write(workloads.generate("issue2", calls, 0, None), lines, fmt="url")
+    workloads.write(workloads.generate(shape, calls, 0, None), lines, fmt="url")
     db = os.path.join(folder, f"audit-{calls}.db")
     _child(["ingest", lines, "--db", db, "-q", "--received", RECEIVED])
     html = os.path.join(folder, "audit.html")
@@ -105,6 +109,7 @@ def measure(calls: int, rounds: int, files: bool, folder: str) -> dict[str, Any]
             "SELECT (SELECT count(*) FROM identities), (SELECT count(*) FROM events)"
         ).fetchone()
     return {
+        "shape": shape,
         "calls": calls,
         "identities": identities,
         "events": events,
@@ -117,7 +122,7 @@ def text(result: dict[str, Any]) -> str:
     figures = result["figures"]
     reference = figures["identity check (reference)"]["cpu_median_s"]
     out = [
-        f"{result['calls']:,} calls: {result['identities']:,} identities, "
+        f"{result['calls']:,} calls ({result['shape']}): {result['identities']:,} identities, "
         f"{result['events']:,} events",
         "",
         "| command | CPU median | wall median | / check (CPU) | peak RSS | RSS / identity |",
@@ -138,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m bench.audit", description=__doc__.split("\n")[0]
     )
     parser.add_argument("--calls", default="1M", help="comma-separated sizes [1M]")
+    parser.add_argument("--shape", default="issue2", help="workload shape [issue2]")
     parser.add_argument("--rounds", type=int, default=3, help="repeats of each command [3]")
     parser.add_argument("--no-files", action="store_true", help="skip the audits of files")
     parser.add_argument("--json", action="store_true", help="print JSON, not Markdown")
@@ -146,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     with tempfile.TemporaryDirectory(prefix="bench-audit-") as folder:
         for calls in sizes:
-            result = measure(calls, args.rounds, not args.no_files, folder)
+            result = measure(calls, args.rounds, not args.no_files, folder, args.shape)
             results.append(result)
             if not args.json:
                 print(text(result), end="\n\n", flush=True)

@@ -268,6 +268,7 @@ def test_the_text_report_has_every_section(
         (("--db", "x.db", "--engine", "duckdb"), "audits FILES"),
         (("fixture.txt", "--as-of", "soon"), "'soon' is not a valid integer"),
         (("fixture.txt", "--format", "xml"), "'xml' is not one of"),
+        (("fixture.txt", "--html", "no/such/x.html"), "no such folder"),
     ],
 )
 def test_bad_command_lines_get_one_line_and_exit_1(
@@ -432,3 +433,15 @@ def test_the_page_renders_in_headless_chromium_without_console_errors(
         shutil.copyfile(shot, Path(__file__).resolve().parent.parent / "docs" / "audit.png")
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     assert len(png) > 20_000
+
+
+def test_a_tenant_name_with_quotes_is_only_a_value(tmp_path: Path) -> None:
+    engine = Engine(str(tmp_path / "q.db"), create=True)
+    hostile = "x' OR 1=1; DROP TABLE identities; --"
+    engine.alias(hostile, "a", "b", t=1)
+    engine.alias("other", "c", "d", t=1)
+    report = audit_database(engine, hostile)
+    assert [t.tenant for t in report.tenants] == [hostile]
+    assert (report.identities, report.people) == (2, 1)
+    assert audit_database(engine, "x").people == 0
+    assert engine.check()["identities"] == 4

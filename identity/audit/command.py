@@ -158,6 +158,12 @@ def audit(
         raise click.UsageError("--memory-limit and --spill-dir are options of --engine duckdb")
     if engine_name != "spark" and spark_master:
         raise click.UsageError("--spark-master is an option of --engine spark")
+    if html_path is not None:  # refused before the work, not after
+        folder = os.path.dirname(os.path.abspath(html_path))
+        if not os.path.isdir(folder):
+            raise click.UsageError(f"--html {html_path}: no such folder {folder}")
+        if not os.access(folder, os.W_OK):
+            raise click.UsageError(f"--html {html_path}: the folder {folder} is not writable")
     report = _run(
         engine_name, files, db, tenant=tenant, as_of=as_of, fmt=fmt,
         default_tenant=default_tenant, received=received, quiet=quiet,

@@ -51,6 +51,8 @@ figure svg { max-width: 100%; height: auto; }
 footer { color: var(--muted); font-size: 12px; border-top: 1px solid var(--line);
   padding-top: 10px; }
 @media print { nav { display: none; } body { max-width: none; padding: 0; }
+  section { break-inside: auto; } h2, h3, p.lead { break-after: avoid; }
+  figure, tr, .card { break-inside: avoid; }
   a { color: inherit; text-decoration: none; } }
 @media (max-width: 700px) { .merge { grid-template-columns: 1fr; } }
 """
