@@ -466,6 +466,10 @@ def audit_database(engine: Engine, tenant: str | None = None, as_of: int | None 
     (1, 2, [1, 0, 1])
     """
     q = _Query(engine.store.conn, tenant, as_of)
+    # sorts and groupings over events spill to temp files, not memory: memory follows the
+    # identities the audit holds, not the calls (the store keeps temp data in memory)
+    temp_store = q.conn.execute("PRAGMA temp_store").fetchone()[0]
+    q.conn.execute("PRAGMA temp_store=FILE")
     _members(q)
     try:
         counts = _Counts(q)
@@ -500,6 +504,7 @@ def audit_database(engine: Engine, tenant: str | None = None, as_of: int | None 
         )
     finally:
         _drop(q.conn)
+        q.conn.execute(f"PRAGMA temp_store={int(temp_store)}")
 
 
 @contextmanager
