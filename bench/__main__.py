@@ -9,7 +9,7 @@ Examples
 ``python -m bench generate --calls 1e6 --shape issue2 -o issue2.url.gz``
 ``python -m bench generate --calls 1000 --shape mixed --format km --include-key -o -``
 ``python -m bench report`` (goal sizes; ``--calls 20k --pairs 20k --identities 20k`` is quick)
-``python -m bench scale --calls 10M``
+``python -m bench scale`` (1M, 4M and 10M calls; ``--calls 200k,400k`` is quick)
 """
 
 from __future__ import annotations
@@ -47,6 +47,11 @@ def _count(text: str) -> int:
     if value < 0 or value != int(value):
         raise argparse.ArgumentTypeError(f"not a whole count >= 0: {text!r}")
     return int(value)
+
+
+def _counts(text: str) -> list[int]:
+    """Parse a comma-separated list of counts: ``1M,4M,10M`` (``1_000`` style, no commas)."""
+    return [_count(part) for part in text.replace(" ", "").split(",") if part]
 
 
 def _positive(text: str) -> int:
@@ -241,10 +246,11 @@ def _configure_scale(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--calls",
         "-n",
-        type=_count,
-        default=10_000_000,
-        metavar="N",
-        help="calls to generate and ingest (default: 10M)",
+        type=_counts,
+        default=None,
+        metavar="N[,N...]",
+        help="sizes: calls to generate and ingest, one run each, smallest first "
+        "(default: 1M,4M,10M)",
     )
     parser.add_argument(
         "--shape",
@@ -261,23 +267,45 @@ def _configure_scale(parser: argparse.ArgumentParser) -> None:
         help="where the lines file and the database go (default: a temporary directory)",
     )
     parser.add_argument("--keep", action="store_true", help="keep the lines file and the database")
+    parser.add_argument(
+        "--no-check", action="store_true", help="skip `identity check` after each size"
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=_positive,
+        default=None,
+        metavar="N",
+        help="passed to identity ingest (default: its own)",
+    )
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress on stderr")
+    parser.add_argument(
+        "--strict",
+        action="store_true",
+        help="exit with status 1 when CPU per call grows more than the goal, or a check fails",
+    )
 
 
 def _run_scale(args: argparse.Namespace) -> int:
     from bench import scale
 
-    result = scale.run(
-        args.calls,
+    sizes = sorted(set(args.calls)) if args.calls else list(scale.DEFAULT_SIZES)
+    extra = [] if args.batch_size is None else ["--batch-size", str(args.batch_size)]
+    series = scale.run_sizes(
+        sizes,
         shape=args.shape,
         seed=args.seed,
         workdir=args.workdir,
         keep=args.keep,
+        check=not args.no_check,
+        ingest_args=extra,
         progress=None if args.quiet else sys.stderr,
     )
-    print(json.dumps(result.as_dict(), indent=2) if args.json else result.text())
-    return 0
+    print(json.dumps(series.as_dict(), indent=2) if args.json else series.text())
+    growth = series.growth
+    failed = any(r.checked is False for r in series.results)
+    missed = growth is not None and growth > scale.GROWTH_GOAL
+    return 1 if args.strict and (failed or missed) else 0
 
 
 # --- inspect -------------------------------------------------------------------------------

@@ -1,13 +1,20 @@
 """``python -m bench scale``: ingest a big workload into a file database, as a user would.
 
-Two steps, each its own process so that its figures are its own:
+Three steps per size, each its own process so that its figures are its own:
 
 1. ``python -m bench generate --calls N --shape issue2 -o FILE`` writes the lines;
 2. ``python -m identity.cli ingest FILE --db DB`` (the ``identity ingest`` command) applies
    them, run under ``/usr/bin/time -v`` when it exists (peak RSS, CPU and wall time from the
-   kernel), else timed with `os.wait4` (the same figures from ``getrusage`` of the child).
+   kernel), else timed with `os.wait4` (the same figures from ``getrusage`` of the child);
+3. ``python -m identity.cli check --db DB`` verifies the result (`run` with ``check=True``).
 
-The equivalent shell commands are printed, so the run can be repeated by hand.
+`run_sizes` does that for several sizes (by default 1M, 4M and 10M calls) and reports, side
+by side, calls per CPU and per wall second, system time, peak RSS, and the ratio of the CPU
+per call at the largest size to that at the smallest: a write path whose cost does not grow
+with the database has a ratio near 1.
+
+The equivalent shell commands are printed, so the run can be repeated by hand. Settings of
+the ingest travel in the environment (``IDENTITY_CACHE_SIZE=1GiB python -m bench scale``).
 """
 
 from __future__ import annotations
@@ -20,11 +27,17 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO, Any
 
 from bench.measure import ROOT, child_env
+
+#: The sizes `run_sizes` measures when not told.
+DEFAULT_SIZES = (1_000_000, 4_000_000, 10_000_000)
+#: The most CPU per call the largest size may cost, relative to the smallest (issue 13).
+GROWTH_GOAL = 1.3
 
 TIME_V = "/usr/bin/time"
 
@@ -134,17 +147,36 @@ class ScaleResult:
     generate: ProcessFigures
     ingest: ProcessFigures
     summary: str
+    #: ``identity check`` of the database after the ingest (None: not run).
+    check: ProcessFigures | None = None
 
     @property
     def rate(self) -> float:
         """Calls per wall second of the ingest."""
         return self.calls / self.ingest.wall_s if self.ingest.wall_s else float("inf")
 
+    @property
+    def cpu_rate(self) -> float:
+        """Calls per CPU second (user + system) of the ingest."""
+        return self.calls / self.ingest.cpu_s if self.ingest.cpu_s else float("inf")
+
+    @property
+    def cpu_per_call_us(self) -> float:
+        """CPU microseconds (user + system) per call of the ingest."""
+        return self.ingest.cpu_s / self.calls * 1e6 if self.calls else 0.0
+
+    @property
+    def checked(self) -> bool | None:
+        """Whether ``identity check`` passed (None: not run)."""
+        return None if self.check is None else self.check.status == 0
+
     def as_dict(self) -> dict[str, Any]:
         """Return the result as plain data."""
         data = asdict(self)
         data["calls_per_s"] = self.rate
         data["calls_per_cpu_s"] = self.calls / self.ingest.cpu_s if self.ingest.cpu_s else None
+        data["cpu_us_per_call"] = self.cpu_per_call_us
+        data["check_passed"] = self.checked
         return data
 
     def text(self) -> str:
@@ -162,6 +194,7 @@ class ScaleResult:
             ("calls/s (wall)", f"{self.rate:,.0f}"),
             ("calls/s (CPU)", f"{self.calls / ing.cpu_s:,.0f}" if ing.cpu_s else "-"),
             ("ingest peak RSS", f"{ing.max_rss / 2**20:,.1f} MiB"),
+            ("identity check", {None: "not run", True: "passed", False: "FAILED"}[self.checked]),
             ("database size", f"{self.db_bytes / 2**20:,.1f} MiB"),
             ("lines file size", f"{self.lines_bytes / 2**20:,.1f} MiB"),
             (
@@ -189,8 +222,14 @@ def run(
     workdir: str | None = None,
     keep: bool = False,
     progress: IO[str] | None = sys.stderr,
+    check: bool = False,
+    ingest_args: Sequence[str] = (),
 ) -> ScaleResult:
     """Generate `calls` calls to a file, then ``identity ingest`` them into a new database.
+
+    With `check`, ``identity check`` of the database follows (its figures in
+    :attr:`ScaleResult.check`). `ingest_args` are added to the ingest's command line
+    (``["--batch-size", "50000"]``).
 
     Raises
     ------
@@ -218,6 +257,8 @@ def run(
         str(lines),
     ]
     ingest_argv = [python, "-m", "identity.cli", "ingest", str(lines), "--db", str(db)]
+    ingest_argv += list(ingest_args)
+    check_argv = [python, "-m", "identity.cli", "check", "--db", str(db)]
 
     def say(message: str) -> None:
         if progress is not None:
@@ -233,7 +274,13 @@ def run(
         if ingest.status != 0:
             raise RuntimeError(f"ingest failed ({ingest.status}): {ingest.output[-2000:]}")
         summaries = [line for line in ingest.output.splitlines() if " calls: " in line]
-        say(f"  {ingest.wall_s:,.1f} s")
+        per_cpu = calls / ingest.cpu_s if ingest.cpu_s else 0.0
+        say(f"  {ingest.wall_s:,.1f} s ({per_cpu:,.0f} calls per CPU second)")
+        checked = None
+        if check:
+            say(f"$ {shlex.join(check_argv)}")
+            checked = run_measured(check_argv)
+            say(f"  exit {checked.status}, {checked.wall_s:,.1f} s")
         return ScaleResult(
             calls=calls,
             shape=shape,
@@ -242,6 +289,7 @@ def run(
             generate=generate,
             ingest=ingest,
             summary=summaries[-1] if summaries else ingest.output[-300:],
+            check=checked,
         )
     finally:
         if not keep:
@@ -250,3 +298,98 @@ def run(
                     path.unlink(missing_ok=True)
             else:
                 shutil.rmtree(tmp, ignore_errors=True)
+
+
+@dataclass(frozen=True, slots=True)
+class ScaleSeries:
+    """Scale runs of several sizes of the same workload, in one command."""
+
+    results: tuple[ScaleResult, ...]
+
+    @property
+    def growth(self) -> float | None:
+        """CPU per call at the largest size over that at the smallest (None: one size)."""
+        if len(self.results) < 2:
+            return None
+        small = min(self.results, key=lambda r: r.calls)
+        large = max(self.results, key=lambda r: r.calls)
+        if not small.cpu_per_call_us:
+            return None
+        return large.cpu_per_call_us / small.cpu_per_call_us
+
+    def as_dict(self) -> dict[str, Any]:
+        """Return the series as plain data."""
+        return {
+            "sizes": [r.as_dict() for r in self.results],
+            "cpu_per_call_growth": self.growth,
+            "growth_goal": GROWTH_GOAL,
+        }
+
+    def text(self) -> str:
+        """Return the series as one table, a column per size, and the growth of CPU per call."""
+        from tabulate import tabulate
+
+        results = sorted(self.results, key=lambda r: r.calls)
+
+        def mib(value: float) -> str:
+            return f"{value / 2**20:,.0f} MiB"
+
+        figures: list[tuple[str, Any]] = [
+            ("calls/s (CPU)", lambda r: f"{r.cpu_rate:,.0f}"),
+            ("calls/s (wall)", lambda r: f"{r.rate:,.0f}"),
+            ("CPU per call", lambda r: f"{r.cpu_per_call_us:,.1f} us"),
+            ("CPU time (user + sys)", lambda r: f"{r.ingest.cpu_s:,.1f} s"),
+            ("system time", lambda r: f"{r.ingest.system_s:,.1f} s"),
+            ("wall time", lambda r: f"{r.ingest.wall_s:,.1f} s"),
+            ("peak RSS", lambda r: mib(r.ingest.max_rss)),
+            ("database size", lambda r: mib(r.db_bytes)),
+            (
+                "identity check",
+                lambda r: {None: "not run", True: "passed", False: "FAILED"}[r.checked],
+            ),
+        ]
+        headers = ["figure", *(f"{r.calls:,} calls" for r in results)]
+        rows = [[name, *(show(r) for r in results)] for name, show in figures]
+        table = str(tabulate(rows, headers=headers, tablefmt="github"))
+        growth = self.growth
+        if growth is not None:
+            verdict = "met" if growth <= GROWTH_GOAL else "NOT met"
+            table += (
+                f"\n\nCPU per call at {results[-1].calls:,} / at {results[0].calls:,} calls: "
+                f"{growth:.2f}x (goal <= {GROWTH_GOAL}x: {verdict})"
+            )
+        return table + f"\n\nworkload: {results[0].shape}; ingest said: {results[-1].summary}"
+
+
+def run_sizes(
+    sizes: Sequence[int] = DEFAULT_SIZES,
+    *,
+    shape: str = "issue2",
+    seed: int = 0,
+    workdir: str | None = None,
+    keep: bool = False,
+    check: bool = True,
+    ingest_args: Sequence[str] = (),
+    progress: IO[str] | None = sys.stderr,
+) -> ScaleSeries:
+    """Run `run` for each size in `sizes` (one after the other, never two at once).
+
+    Raises
+    ------
+    RuntimeError
+        If a step of any size fails.
+    """
+    results = [
+        run(
+            calls,
+            shape=shape,
+            seed=seed,
+            workdir=workdir,
+            keep=keep,
+            progress=progress,
+            check=check,
+            ingest_args=ingest_args,
+        )
+        for calls in sizes
+    ]
+    return ScaleSeries(tuple(results))

@@ -14,6 +14,7 @@ import hashlib
 import json
 from array import array
 from collections.abc import Sequence
+from operator import itemgetter
 from typing import NamedTuple
 
 from .calls import Call
@@ -24,6 +25,8 @@ from .store import EventRow, IdentityRow, LinkRow, PersonRow, PropertyRow, Quara
 __all__ = ["BatchResult", "BatchState", "IdentityCache", "apply_batch", "fingerprint"]
 
 _NEVER = 2**62  # "not a Customer ID" while aggregating (stored as NULL)
+_second = itemgetter(1)
+_third = itemgetter(2)
 
 
 def fingerprint(*parts: object) -> bytes:
@@ -318,14 +321,15 @@ def _merge(
         shown = min(display[person], roots.get(root, display[root]))
         roots[root] = shown
     # write persons: only the absorbed side of a merge is relabelled
-    moves = [(persons.find(p), p) for p in absorbed if p < first_new]
+    # every write goes in key order: B-tree pages are visited left to right, each once
+    moves = sorted(((persons.find(p), p) for p in absorbed if p < first_new), key=_second)
     if moves:
         store.relabel(moves)
         store.delete_persons((p,) for _, p in moves)
     store.upsert_persons(
-        PersonRow(root, tenant_of[root], shown, persons.size(root)) for root, shown in roots.items()
+        PersonRow(root, tenant_of[root], roots[root], persons.size(root)) for root in sorted(roots)
     )
-    store.upsert_links(links.values())
+    store.upsert_links(links[pair] for pair in sorted(links))
     new_endpoints = {row_id: persons.find(row_id) for row_id in endpoints if row_id >= first_new}
     return new_endpoints, n_links
 
@@ -364,9 +368,12 @@ def _write_identities(
                 person = new_id
                 person_rows.append(PersonRow(new_id, tenant, name, 1))
             identity_rows.append(IdentityRow(new_id, tenant, name, person, first_t, customer_t))
+    person_rows.sort()
+    identity_rows.sort()
     store.upsert_persons(person_rows)
     store.insert_identities(identity_rows)
     if touches:
+        touches.sort(key=_third)
         store.touch_identities(touches)
     return times
 
@@ -422,7 +429,7 @@ def _write_events(
             else:
                 records[key] = record._replace(sent=record.sent + 1)
     if events:
-        store.upsert_events(events.values())
+        store.upsert_events(events[key] for key in sorted(events))
     if records:
-        store.upsert_properties(records.values())
+        store.upsert_properties(records[key] for key in sorted(records))
     return n_events, n_records

@@ -43,8 +43,10 @@ Examples
 
 from __future__ import annotations
 
+import os
 from array import array
-from collections.abc import Hashable, Iterable, Iterator
+from collections.abc import Callable, Hashable, Iterable, Iterator
+from itertools import chain, islice
 from typing import Any, Generic, TypeVar
 
 __all__ = ["UnionFind"]
@@ -54,6 +56,49 @@ T = TypeVar("T", bound=Hashable)
 #: Marker stored in the ``least`` array for sets whose members are not mutually
 #: comparable with ``<`` (for example a set holding both ``1`` and ``"a"``).
 _UNORDERED = -1
+
+
+def _load_scipy() -> Callable[[Any, Any, int], tuple[int, Any]] | None:
+    """Return SciPy's connected components over an edge list, or None without SciPy."""
+    try:
+        import numpy as np
+        from scipy.sparse import coo_matrix  # type: ignore[import-untyped]
+        from scipy.sparse.csgraph import connected_components  # type: ignore[import-untyped]
+    except ImportError:  # pragma: no cover - SciPy is an optional accelerator
+        return None
+
+    def components(rows: Any, cols: Any, n: int) -> tuple[int, Any]:
+        ones = np.ones(len(rows), dtype=np.int8)
+        graph = coo_matrix((ones, (rows, cols)), shape=(n, n)).tocsr()
+        n_sets, labels = connected_components(graph, directed=False)
+        return int(n_sets), labels
+
+    return components
+
+
+#: `union_pairs` of at least this many items (twice the pairs) uses SciPy when installed.
+_ACCELERATE_FROM = 100_000
+#: Set ``IDENTITY_PURE_PYTHON=1`` to never use the accelerator.
+PURE_PYTHON_ENV = "IDENTITY_PURE_PYTHON"
+_accelerator_cache: list[Callable[[Any, Any, int], tuple[int, Any]] | None] = []
+
+
+def _accelerator() -> Callable[[Any, Any, int], tuple[int, Any]] | None:
+    """Return the accelerator, loaded on first use (importing SciPy costs ~0.2 s)."""
+    if not _accelerator_cache:
+        wanted = os.environ.get(PURE_PYTHON_ENV, "") in ("", "0")
+        _accelerator_cache.append(_load_scipy() if wanted else None)
+    return _accelerator_cache[0]
+
+
+class _Interner(dict[Any, int]):
+    """A dict of item to slot whose missing keys get the next slot (for `union_pairs`)."""
+
+    __slots__ = ()
+
+    def __missing__(self, key: Any) -> int:
+        slot = self[key] = len(self)
+        return slot
 
 
 class UnionFind(Generic[T]):
@@ -110,7 +155,7 @@ class UnionFind(Generic[T]):
     ['a', 'b', 'c', 'd']
     """
 
-    __slots__ = ("_index", "_items", "_least", "_n_links", "_parent")
+    __slots__ = ("_index", "_items", "_least", "_n_links", "_parent", "_stale")
 
     def __init__(self, elements: Iterable[T] | None = None) -> None:
         self._index: dict[T, int] = {}
@@ -118,6 +163,8 @@ class UnionFind(Generic[T]):
         self._parent: array[int] = array("q")
         self._least: array[int] = array("q")
         self._n_links = 0
+        #: True after `union_pairs`: ``least`` is recomputed before it is next read.
+        self._stale = False
         if elements is not None:
             index = self._index
             for x in elements:
@@ -156,6 +203,23 @@ class UnionFind(Generic[T]):
             i = g
             p = parent[g]
         return i
+
+    def _roots(self) -> list[int]:
+        """Return the root slot of every slot, compressing every path to its root."""
+        parent = self._parent.tolist()
+        roots = list(range(len(parent)))
+        for i, p in enumerate(parent):
+            if p < 0:
+                continue
+            r = p
+            q = parent[r]
+            while q >= 0:
+                r = q
+                q = parent[r]
+            roots[i] = r
+            parent[i] = r  # full compression: later members of the path stop at once
+        self._parent = array("q", parent)
+        return roots
 
     def _link(self, ra: int, rb: int) -> int:
         """Merge the sets of the distinct roots `ra` and `rb`; return the new root."""
@@ -274,6 +338,8 @@ class UnionFind(Generic[T]):
         >>> sorted(sorted(s) for s in uf.to_sets())
         [['a', 'b'], ['c', 'd', 'e'], ['x']]
         """
+        if self._stale:
+            self._refresh_least()
         try:
             a, b = objects
         except ValueError:
@@ -342,8 +408,150 @@ class UnionFind(Generic[T]):
             least[rb] = la
         self._n_links += 1
 
+    def union_pairs(self, pairs: Iterable[tuple[T, T]]) -> None:
+        """Merge the two sets of every pair, adding unknown items: many `union` calls in one.
+
+        The same result as ``for a, b in pairs: uf.union(a, b)`` (the same partition,
+        `name`, `size`, item order), faster: the items are interned in bulk (dictionary
+        operations at C speed rather than one call each) and the unions then run over
+        plain integers.
+
+        Parameters
+        ----------
+        pairs : iterable of (hashable, hashable)
+            The pairs; each is a 2-tuple (or any 2-item sequence).
+
+        Notes
+        -----
+        O(m alpha(n)) for m pairs, with O(m) extra memory while it runs.
+
+        Examples
+        --------
+        >>> uf = UnionFind(["q"])
+        >>> uf.union_pairs([("b", "c"), ("d", "e"), ("c", "a")])
+        >>> sorted(sorted(s) for s in uf.to_sets()), uf.name("b"), list(uf)
+        ([['a', 'b', 'c'], ['d', 'e'], ['q']], 'a', ['q', 'b', 'c', 'd', 'e', 'a'])
+        """
+        index, items = self._index, self._items
+        pairs = pairs if isinstance(pairs, (list, tuple)) else list(pairs)
+        if len(index) > 2 * len(pairs):  # a few pairs into many items: one at a time
+            union = self.union
+            for a, b in pairs:
+                union(a, b)
+            return
+        start = len(items)
+        # Interning in one pass at C speed: a dict whose __missing__ hands out the next
+        # slot, looked up by map(); only a new item costs a Python-level call.
+        interner = _Interner(index)
+        slots = list(map(interner.__getitem__, chain.from_iterable(pairs)))
+        if len(slots) != 2 * len(pairs):
+            raise ValueError("every pair must have exactly two items")
+        fresh = list(islice(interner, start, None))
+        if fresh:
+            self._index = dict(interner)
+            items.extend(fresh)
+            self._parent.extend(array("q", [-1]) * len(fresh))
+            self._least.extend(range(start, start + len(fresh)))
+        del interner
+        components = _accelerator() if len(slots) >= _ACCELERATE_FROM else None
+        if components is not None:
+            self._merge_components(slots, components)
+        else:
+            self._merge_slots(slots)
+        # The smallest member of each set is found again when it is next needed (`name`,
+        # `union`): one pass over the items rather than a comparison per union.
+        self._stale = True
+
+    def _merge_slots(self, slots: list[int]) -> None:
+        """Union the slot pairs ``slots[0::2], slots[1::2]`` (pure Python; ``least`` unused)."""
+        # the forest as a list while it is worked on (a list hands back its int objects; an
+        # array makes a new one on every read)
+        parent = self._parent.tolist()
+        links = 0
+        pairs_of = iter(slots)
+        for a, b in zip(pairs_of, pairs_of, strict=False):
+            p = parent[a]
+            while p >= 0:  # path halving
+                g = parent[p]
+                if g < 0:
+                    a = p
+                    break
+                parent[a] = g
+                a = g
+                p = parent[g]
+            p = parent[b]
+            while p >= 0:
+                g = parent[p]
+                if g < 0:
+                    b = p
+                    break
+                parent[b] = g
+                b = g
+                p = parent[g]
+            if a == b:
+                continue
+            sa = parent[a]  # -size
+            sb = parent[b]
+            if sa <= sb:  # union by size: a is the root of the larger set
+                parent[a] = sa + sb
+                parent[b] = a
+            else:
+                parent[b] = sa + sb
+                parent[a] = b
+            links += 1
+        self._parent = array("q", parent)
+        self._n_links += links
+
+    def _merge_components(
+        self, slots: list[int], components: Callable[[Any, Any, int], tuple[int, Any]]
+    ) -> None:
+        """Union the slot pairs with SciPy's connected components (the optional accelerator).
+
+        The edges are the pairs and the current forest's parent links; every set becomes a
+        star below one root that carries the summed size (weights included).
+        """
+        import numpy as np
+
+        n = len(self._items)
+        parent = np.frombuffer(self._parent, dtype=np.int64).copy()
+        ends = np.frombuffer(array("q", slots), dtype=np.int64)
+        children = np.flatnonzero(parent >= 0)
+        rows = np.concatenate((ends[0::2], children))
+        cols = np.concatenate((ends[1::2], parent[children]))
+        n_sets, labels = components(rows, cols, n)
+        sizes = np.where(parent < 0, -parent, 0)
+        total = np.bincount(labels, weights=sizes, minlength=n_sets).astype(np.int64)
+        _, first = np.unique(labels, return_index=True)  # one root per set: its first slot
+        merged = first[labels]
+        merged[first] = -total
+        self._parent = array("q", merged.tobytes())
+        self._n_links = n - n_sets
+
+    def _refresh_least(self) -> None:
+        """Find the smallest member of every set again (after `union_pairs`)."""
+        self._stale = False
+        roots = self._roots()
+        items: list[Any] = self._items
+        least = self._least
+        best: dict[int, int] = {}
+        unordered: set[int] = set()
+        for i, r in enumerate(roots):
+            b = best.get(r)
+            if b is None:
+                best[r] = i
+            elif r not in unordered:
+                try:
+                    if items[i] < items[b]:
+                        best[r] = i
+                except TypeError:
+                    unordered.add(r)
+        for r, i in best.items():
+            least[r] = _UNORDERED if r in unordered else i
+
     def _union_many(self, objects: tuple[T, ...]) -> None:
         """Implement `union` for any number of arguments other than two."""
+        if self._stale:
+            self._refresh_least()
         index = self._index
         root = -1
         for x in objects:
@@ -371,24 +579,15 @@ class UnionFind(Generic[T]):
         >>> sorted(sorted(s) for s in uf.to_sets())
         [['x', 'z'], ['y']]
         """
-        parent = self._parent
+        roots = self._roots()
         groups: dict[int, set[T]] = {}
-        for i, x in enumerate(self._items):
-            r = i
-            p = parent[i]
-            while p >= 0:  # inlined _root, with path halving
-                g = parent[p]
-                if g < 0:
-                    r = p
-                    break
-                parent[r] = g
-                r = g
-                p = parent[g]
+        for r, x in zip(roots, self._items, strict=True):
             group = groups.get(r)
             if group is None:
                 groups[r] = {x}
             else:
                 group.add(x)
+        del roots
         yield from groups.values()
 
     # ------------------------------------------------------------------
@@ -618,6 +817,8 @@ class UnionFind(Generic[T]):
         >>> uf.name("m"), uf.find("m")
         ('b', 'm')
         """
+        if self._stale:
+            self._refresh_least()
         least = self._least[self._root(self._slot(x))]
         if least == _UNORDERED:
             raise TypeError(f"the members of the set of {x!r} cannot be ordered with '<'")

@@ -59,12 +59,15 @@ from .errors import (
 
 __all__ = [
     "BUSY_TIMEOUT_ENV",
+    "CACHE_SIZE_ENV",
     "DEFAULT_BUSY_TIMEOUT",
+    "DEFAULT_CACHE_SIZE",
     "SCHEMA_VERSION",
     "Boundary",
     "SQLiteBoundary",
     "Store",
     "lock_holder",
+    "parse_cache_size",
     "sqlite_error",
 ]
 
@@ -340,6 +343,22 @@ DEFAULT_BUSY_TIMEOUT = 10.0
 #: The environment variable that sets the busy timeout, in seconds, when a store is opened
 #: without ``busy_timeout=``.
 BUSY_TIMEOUT_ENV = "IDENTITY_BUSY_TIMEOUT"
+
+#: Bytes of SQLite page cache per connection when not told otherwise (256 MiB). The cache is
+#: a bound, not an allocation: memory grows up to it as pages are read. Override it per store
+#: with ``cache_size=``, or for every store of a process with :data:`CACHE_SIZE_ENV`.
+DEFAULT_CACHE_SIZE = 256 * 2**20
+
+#: The environment variable that sets the page cache size (``512MiB``, ``2GiB``, ``300M``,
+#: or bytes), when a store is opened without ``cache_size=``.
+CACHE_SIZE_ENV = "IDENTITY_CACHE_SIZE"
+
+#: Pages of write-ahead log between automatic checkpoints (1 GiB of 4 KiB pages): a hot
+#: page rewritten by many batches is copied back to the database once per checkpoint, not
+#: once per 64 MiB of log. After a checkpoint the log file is cut back to
+#: :data:`_WAL_KEEP` bytes.
+_WAL_PAGES = 262_144
+_WAL_KEEP = 64 * 2**20
 
 _MAGIC = b"SQLite format 3\x00"
 
@@ -646,6 +665,43 @@ def _busy_timeout(value: float | None) -> float:
     return float(value)
 
 
+_UNITS = {"": 1, "b": 1, "k": 2**10, "kb": 10**3, "kib": 2**10, "m": 2**20, "mb": 10**6,
+          "mib": 2**20, "g": 2**30, "gb": 10**9, "gib": 2**30}  # fmt: skip
+
+
+def parse_cache_size(value: int | str | None) -> int:
+    """Return the page cache size in bytes: `value`, else the environment's, else the default.
+
+    A string may carry a unit: ``"512MiB"``, ``"2G"`` (binary), ``"300MB"`` (decimal).
+
+    Examples
+    --------
+    >>> parse_cache_size(2**20), parse_cache_size("512MiB"), parse_cache_size("1g")
+    (1048576, 536870912, 1073741824)
+    >>> parse_cache_size("lots")
+    Traceback (most recent call last):
+    ...
+    identity.errors.ConfigurationError: cache size must be bytes >= 1 MiB (such as 512MiB), not 'lots'
+    """  # noqa: E501
+    if value is None:
+        value = os.environ.get(CACHE_SIZE_ENV, "").strip() or DEFAULT_CACHE_SIZE
+    number: float | None = None
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = float(value)
+    elif isinstance(value, str):
+        text = value.strip().lower().replace("_", "")
+        digits = text.rstrip("abcdefghijklmnopqrstuvwxyz ")
+        unit = text[len(digits) :].strip()
+        if unit in _UNITS:
+            with suppress(ValueError):
+                number = float(digits) * _UNITS[unit]
+    if number is None or not math.isfinite(number) or not 2**20 <= number <= 2**44:
+        raise ConfigurationError(
+            f"cache size must be bytes >= 1 MiB (such as 512MiB), not {value!r}"
+        )
+    return int(number)
+
+
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
 
@@ -697,6 +753,10 @@ class Store:
     busy_timeout : float, optional
         Seconds to wait for another writer's lock (default: ``$IDENTITY_BUSY_TIMEOUT``, else
         :data:`DEFAULT_BUSY_TIMEOUT`, 10 s).
+    cache_size : int or str, optional
+        Most bytes of SQLite page cache (``"1GiB"`` or a number; default:
+        ``$IDENTITY_CACHE_SIZE``, else :data:`DEFAULT_CACHE_SIZE`, 256 MiB). A database whose
+        indexes fit in it is written without reading pages back from the file.
 
     Raises
     ------
@@ -738,9 +798,12 @@ class Store:
         settings: dict[str, str] | None = None,
         readonly: bool | None = None,
         busy_timeout: float | None = None,
+        cache_size: int | str | None = None,
     ) -> None:
         self.path = os.fspath(path)
         self.busy_timeout = _busy_timeout(busy_timeout)
+        #: The page cache bound, in bytes.
+        self.cache_size = parse_cache_size(cache_size)
         memory = self.path == ":memory:" or self.path == ""
         self.readonly_reason: str | None = None
         immutable = False
@@ -907,13 +970,14 @@ class Store:
         if not memory and self.readonly_reason is None:
             conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
-        # a bounded page cache (128 MiB) and a 64 MiB WAL between checkpoints, so hot index
-        # pages are written back once per checkpoint rather than once per batch (no mmap:
-        # memory must not grow with the file)
-        conn.execute("PRAGMA cache_size=-131072")
+        # a bounded page cache (cache_size) and 1 GiB of WAL between checkpoints, so hot
+        # index pages are written back once per checkpoint rather than once per batch (no
+        # mmap: memory must not grow with the file)
+        conn.execute(f"PRAGMA cache_size=-{max(1, self.cache_size // 1024)}")
         conn.execute("PRAGMA temp_store=MEMORY")
         if not memory:
-            conn.execute("PRAGMA wal_autocheckpoint=16384")
+            conn.execute(f"PRAGMA wal_autocheckpoint={_WAL_PAGES}")
+            conn.execute(f"PRAGMA journal_size_limit={_WAL_KEEP}")
 
     def _create(self, memory: bool, settings: dict[str, str]) -> set[str]:
         """Write the schema into an empty database; return its tables."""

@@ -37,7 +37,7 @@ import re
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import IO, TYPE_CHECKING, Any, Literal
 from urllib.parse import quote
 
@@ -249,6 +249,12 @@ class Beacon:
         self._log_lock = threading.Lock()
         self._lock = threading.Lock()
         self._in_flight = 0
+        # The lines of tracking calls are written by the writer thread, a batch at a time
+        # (one write, one flush) after its commit and before its requests are answered; a
+        # writer another app already logs through keeps per-request lines.
+        self._batch_log = access_log is not None and writer.on_commit is None
+        if self._batch_log:
+            writer.on_commit = self._log_batch
 
     @property
     def in_flight(self) -> int:
@@ -272,9 +278,11 @@ class Beacon:
         method = str(environ.get("REQUEST_METHOD", "GET")).upper()
         with self._lock:
             self._in_flight += 1
-        logged_body = ""
+        logged_body: str | None = ""
         try:
-            status, headers, body, logged_body = self._handle(environ, method, int(arrival))
+            status, headers, body, logged_body = self._handle(
+                environ, method, arrival, int(arrival)
+            )
         except Exception:
             _log.exception(
                 "identity beacon: %s %r failed", method, str(environ.get("PATH_INFO", ""))
@@ -285,14 +293,19 @@ class Beacon:
                 self._in_flight -= 1
         if method == "HEAD":
             body = b""
-        if self.access_log is not None:
+        if self.access_log is not None and logged_body is not None:
             self._log_access(environ, method, arrival, status, len(body), logged_body)
         start_response(status, list(headers))  # a copy: servers and middleware may add to it
         return [body] if body else []
 
     def _handle(
-        self, environ: WSGIEnvironment, method: str, received: int
-    ) -> tuple[str, list[tuple[str, str]], bytes, str]:
+        self, environ: WSGIEnvironment, method: str, arrival: float, received: int
+    ) -> tuple[str, list[tuple[str, str]], bytes, str | None]:
+        """Answer a request.
+
+        The last item is the body text for the request's access-log line, or None when the
+        writer thread logs it (:meth:`_log_batch`).
+        """
         path = str(environ.get("PATH_INFO") or environ.get("SCRIPT_NAME") or "")
         kind = path.rstrip("/").rsplit("/", 1)[-1]
         if kind == "healthz":
@@ -316,9 +329,12 @@ class Beacon:
         except BaseException:
             writer.withdraw()
             raise
-        if not writer.commit(call, announced=True, timeout=self.commit_timeout):
-            return (*_text("503 Service Unavailable", "not committed; retry", _RETRY), logged_body)
-        return (*_GIF_RESPONSE, logged_body)
+        note = self._log_parts(environ, method, arrival, logged_body) if self._batch_log else None
+        ticket = writer.submit(call, announced=True, note=note)
+        logged = None if ticket is not None and note is not None else logged_body
+        if ticket is None or not ticket.wait(self.commit_timeout):
+            return (*_text("503 Service Unavailable", "not committed; retry", _RETRY), logged)
+        return (*_GIF_RESPONSE, logged)
 
     def _call(
         self, environ: WSGIEnvironment, method: str, kind: str, received: int
@@ -358,6 +374,58 @@ class Beacon:
         tenant = tenant_hint(raw)  # before the note is added
         return rejected(raw + note, reason, received=received, source=SOURCE, tenant=tenant)
 
+    def _log_parts(
+        self, environ: WSGIEnvironment, method: str, arrival: float, body: str
+    ) -> tuple[str, str]:
+        """Return a Combined Log Format line without its status and size: (before, after).
+
+        A POST's form body joins the query string, so that replaying the log (``identity
+        ingest``) replays every call.
+        """
+        target = _target(environ)
+        if body:
+            target += ("&" if "?" in target else "?") + body
+        protocol = environ.get("SERVER_PROTOCOL", "HTTP/1.0")
+        request = _clf_escape(f"{method} {target} {protocol}")
+        before = (
+            f"{environ.get('REMOTE_ADDR') or '-'} - "
+            f"{_clf_escape(str(environ.get('REMOTE_USER') or '-'))} {_clf_time(int(arrival))} "
+            f'"{request}" '
+        )
+        after = (
+            f' "{_clf_escape(str(environ.get("HTTP_REFERER") or "-"))}" '
+            f'"{_clf_escape(str(environ.get("HTTP_USER_AGENT") or "-"))}"\n'
+        )
+        return before, after
+
+    def _write_log(self, text: str) -> None:
+        """Write and flush `text` to the access log; a broken log never fails a request."""
+        stream = self.access_log
+        if stream is None:  # pragma: no cover - checked by the callers
+            return
+        try:
+            with self._log_lock:
+                stream.write(text)
+                stream.flush()  # the log is replayable: a line must survive a kill -9
+        except (OSError, ValueError):  # a closed or broken log must not fail the request
+            _log.warning("identity beacon: cannot write the access log", exc_info=True)
+
+    def _log_batch(self, notes: Sequence[object], failed: frozenset[int]) -> None:
+        """Log a committed batch's calls, one write and one flush (the writer's hook).
+
+        Runs in the writer thread before any request of the batch is answered, so that every
+        answered call is in the log even when the process is killed; each line carries the
+        answer its request gets (``200`` and the GIF, or ``503`` when the commit failed).
+        """
+        lines = []
+        for index, note in enumerate(notes):
+            if isinstance(note, tuple):
+                lines.append(
+                    note[0] + (_LOGGED_FAILED if index in failed else _LOGGED_OK) + note[1]
+                )
+        if lines:
+            self._write_log("".join(lines))
+
     def _log_access(
         self,
         environ: WSGIEnvironment,
@@ -369,34 +437,17 @@ class Beacon:
     ) -> None:
         """Write one Combined Log Format line, and flush it.
 
-        A POST's form body joins the query string, so that replaying the log (``identity
-        ingest``) replays every call. The line is written and flushed to the operating system
-        before the request is answered, so every answered request is in the log even when
-        the process is killed (it reaches the disk with the system's own write-back).
+        The line is written and flushed to the operating system before the request is
+        answered, so every answered request is in the log even when the process is killed
+        (it reaches the disk with the system's own write-back). Tracking calls are logged by
+        :meth:`_log_batch` instead, a batch at a time.
         """
-        target = _target(environ)
-        if body:
-            target += ("&" if "?" in target else "?") + body
-        protocol = environ.get("SERVER_PROTOCOL", "HTTP/1.0")
-        request = _clf_escape(f"{method} {target} {protocol}")
-        line = (
-            f"{environ.get('REMOTE_ADDR') or '-'} - "
-            f"{_clf_escape(str(environ.get('REMOTE_USER') or '-'))} {_clf_time(int(arrival))} "
-            f'"{request}" {status[:3]} {sent or "-"} '
-            f'"{_clf_escape(str(environ.get("HTTP_REFERER") or "-"))}" '
-            f'"{_clf_escape(str(environ.get("HTTP_USER_AGENT") or "-"))}"\n'
-        )
-        stream = self.access_log
-        if stream is None:  # pragma: no cover - checked by the caller
-            return
-        try:
-            with self._log_lock:
-                stream.write(line)
-                stream.flush()  # the log is replayable: a line must survive a kill -9
-        except (OSError, ValueError):  # a closed or broken log must not fail the request
-            _log.warning("identity beacon: cannot write the access log", exc_info=True)
+        before, after = self._log_parts(environ, method, arrival, body)
+        self._write_log(f"{before}{status[:3]} {sent or '-'}{after}")
 
 
+_LOGGED_OK = f"200 {len(GIF)}"
+_LOGGED_FAILED = f"503 {len(_text('503 Service Unavailable', 'not committed; retry')[2])}"
 _ALLOW_CALLS = ("Allow", "GET, HEAD, POST")
 _ALLOW_READ = ("Allow", "GET, HEAD")
 

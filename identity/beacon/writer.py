@@ -16,17 +16,24 @@ True
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sqlite3
 import threading
 import time
 from collections import deque
+from collections.abc import Callable, Sequence
 
 from ..calls import Call
 from ..engine import Engine
 from ..errors import ConfigurationError
 
-__all__ = ["Writer"]
+__all__ = ["OnCommit", "Ticket", "Writer"]
+
+#: What the writer thread calls once a batch's transaction is over, before it wakes the batch's
+#: requests: the notes handed to :meth:`Writer.submit` (None where none was given), and the
+#: indexes of the calls whose commit failed.
+OnCommit = Callable[[Sequence[object], frozenset[int]], None]
 
 _log = logging.getLogger("identity.beacon")
 
@@ -38,20 +45,22 @@ class _Batch:
     a herd of threads re-taking one shared condition.
     """
 
-    __slots__ = ("calls", "failed", "first", "waiters")
+    __slots__ = ("calls", "failed", "first", "notes", "waiters")
 
     def __init__(self) -> None:
         self.calls: list[Call] = []
         self.waiters: list[threading.Lock] = []
+        self.notes: list[object] = []
         self.failed: frozenset[int] = frozenset()
         self.first = 0.0
 
-    def add(self, call: Call) -> threading.Lock:
+    def add(self, call: Call, note: object = None) -> threading.Lock:
         """Add `call`; return the held lock released once the batch is committed."""
         waiter = threading.Lock()
         waiter.acquire()
         self.calls.append(call)
         self.waiters.append(waiter)
+        self.notes.append(note)
         return waiter
 
     def finish(self, failed: frozenset[int]) -> None:
@@ -59,6 +68,26 @@ class _Batch:
         self.failed = failed
         for waiter in self.waiters:
             waiter.release()
+
+
+class Ticket:
+    """A call handed to the writer (:meth:`Writer.submit`): wait on it for its commit."""
+
+    __slots__ = ("_batch", "_index", "_waiter")
+
+    def __init__(self, batch: _Batch, index: int, waiter: threading.Lock) -> None:
+        self._batch, self._index, self._waiter = batch, index, waiter
+
+    def wait(self, timeout: float | None = 30.0) -> bool:
+        """Wait until the call's batch is committed; return whether the call is stored.
+
+        False when the commit failed or `timeout` seconds passed (the call may still be
+        committed later).
+        """
+        if not self._waiter.acquire(timeout=-1 if timeout is None else timeout):
+            _log.error("identity beacon: no commit after %s s", timeout)
+            return False
+        return self._index not in self._batch.failed
 
 
 class Writer:
@@ -74,6 +103,13 @@ class Writer:
         Longest time, in seconds, the first call of a batch waits for others to join it. The
         writer waits only while requests that have announced a call (:meth:`announce`) have
         not yet handed it over, so a lone request is committed at once.
+    on_commit : callable, optional
+        Called by the writer thread with the batch's notes (see :meth:`submit`) and the
+        indexes of its failed calls once the transaction is over and before any request of
+        the batch is woken: the beacon writes a batch's access-log lines there, with one
+        write and one flush, so that every answered call is logged. Settable later as
+        :attr:`on_commit`, before the first call. An exception it raises is logged, never
+        fails the batch.
 
     Notes
     -----
@@ -100,7 +136,14 @@ class Writer:
     (1, True)
     """
 
-    def __init__(self, engine: Engine, *, batch_size: int = 256, max_wait: float = 0.005) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        batch_size: int = 256,
+        max_wait: float = 0.005,
+        on_commit: OnCommit | None = None,
+    ) -> None:
         if batch_size < 1:
             raise ConfigurationError(f"batch_size must be at least 1, not {batch_size}")
         if max_wait < 0:
@@ -108,6 +151,7 @@ class Writer:
         self.engine = engine
         self.batch_size = batch_size
         self.max_wait = max_wait
+        self.on_commit = on_commit
         self._cond = threading.Condition(threading.Lock())
         self._open = _Batch()
         self._ready: deque[_Batch] = deque()
@@ -160,16 +204,24 @@ class Writer:
             True once the call is committed; False when the writer is closed, the commit
             failed or `timeout` passed. Never raises for a failed commit.
         """
+        ticket = self.submit(call, announced=announced)
+        return ticket is not None and ticket.wait(timeout)
+
+    def submit(self, call: Call, *, announced: bool = False, note: object = None) -> Ticket | None:
+        """Hand `call` to the writer without waiting; None when the writer is closed.
+
+        `note` travels with the call to :attr:`on_commit` (the beacon's access-log line).
+        """
         with self._cond:
             if announced:
                 self._announced -= 1
             if self._closing:
-                return False
+                return None
             batch = self._open
             index = len(batch.calls)
             if not index:
                 batch.first = time.monotonic()
-            waiter = batch.add(call)
+            waiter = batch.add(call, note)
             full = index + 1 >= self.batch_size
             if full:
                 self._ready.append(batch)
@@ -177,10 +229,7 @@ class Writer:
             state = self._state
             if state == "idle" or (state == "filling" and (full or self._announced <= 0)):
                 self._cond.notify()
-        if not waiter.acquire(timeout=-1 if timeout is None else timeout):
-            _log.error("identity beacon: no commit after %s s", timeout)
-            return False
-        return index not in batch.failed
+        return Ticket(batch, index, waiter)
 
     def close(self, timeout: float | None = None) -> None:
         """Stop accepting calls, commit every call received, and join the thread.
@@ -253,7 +302,11 @@ class Writer:
                 pending += [*self._ready, self._open]
                 self._ready.clear()
             for stranded in pending:
-                stranded.finish(frozenset(range(len(stranded.calls))))
+                failed = frozenset(range(len(stranded.calls)))
+                if self.on_commit is not None:
+                    with contextlib.suppress(Exception):
+                        self.on_commit(stranded.notes, failed)
+                stranded.finish(failed)
 
     def _apply(self, calls: list[Call]) -> None:
         try:
@@ -290,4 +343,10 @@ class Writer:
             else:
                 self._counts["calls"] += len(calls)
                 self._counts["batches"] += 1
+        on_commit = self.on_commit
+        if on_commit is not None:
+            try:
+                on_commit(batch.notes, failed)
+            except Exception:
+                _log.exception("identity beacon: the commit hook failed")
         batch.finish(failed)
