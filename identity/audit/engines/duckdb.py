@@ -1,0 +1,808 @@
+"""The audit on DuckDB: one machine, out of core (a memory limit, a spill directory).
+
+The pipeline, all of it in one DuckDB database (in memory, spilling to `spill_dir`):
+
+1. **Read.** Query-string / URL lines (plain or gzip) are read by DuckDB's CSV reader, one
+   column a line, and parsed and validated in SQL, but only the lines that the SQL rules
+   provably decide as identity's own readers do: printable ASCII, ``%XX`` escapes of
+   printable ASCII, no repeated parameter, ``_t`` a plain decimal number, at most
+   :data:`~identity.calls.MAX_PROPERTIES` properties. Every other line (hostile, non-ASCII,
+   odd) and every line of the other formats (Kissmetrics JSON, JSONL, access logs, CSV) is
+   parsed by identity's own parser (:func:`identity.io.formats.parser`), so there is one
+   definition of the rules; tests check the SQL path against it line by line.
+2. **Store.** The accepted calls are folded as the store folds them (SPEC §8): events by
+   identity, case-insensitive name, dedupe time and properties, property records, alias
+   links by unordered pair (earliest time and its source), quarantined calls by raw text,
+   reason and receive time.
+3. **People.** Identities are numbered (``row_number`` over the distinct strings: no hash
+   collisions) and their components found by randomized contraction
+   (:func:`~identity.audit.engines.components.duckdb_components`); a person's id is its
+   smallest identity.
+4. **Report.** The counts are SQL aggregates; bridges are found per person by the same
+   low-link pass as the in-memory engine; the riskiest merges' explain chains and drawings
+   come from :mod:`identity.inspection` on an in-memory engine holding those people's calls
+   only, re-read from their lines.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import tempfile
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+from ...calls import DEFAULT_RULES, MAX_NAME_LENGTH, MAX_PROPERTIES, MAX_TIME, Call
+from ...errors import IdentityError
+from ...io.formats import BOM, Context, FormatOrAuto, parser
+from ...io.sources import MAX_LINE, Input, Reader, expand
+from ..bridges import Split, bridges_of
+from ..model import (
+    DRAW_LIMIT,
+    EXAMPLES,
+    KINDS,
+    RETRY_WINDOW,
+    TOP,
+    Audit,
+    Bucket,
+    Drawing,
+    Junk,
+    KindCount,
+    Largest,
+    Link,
+    Merge,
+    Reason,
+    Retry,
+    Tenant,
+)
+from .components import duckdb_components
+from .memory import HUB_LINKS, MIN_PART, bucket_start, span_of
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    import duckdb as _duckdb
+
+    from ...engine import Engine
+
+__all__ = ["DuckDBUnavailableError", "audit", "read_calls"]
+
+_DAY = 86_400
+_quote = json.encoder.encode_basestring
+_BATCH = 20_000
+
+
+class DuckDBUnavailableError(IdentityError):
+    """duckdb is not installed."""
+
+
+_CALLS_DDL = """
+CREATE OR REPLACE TABLE calls (
+    input INTEGER, line BIGINT, kind VARCHAR, tenant VARCHAR, identity VARCHAR, name VARCHAR,
+    t BIGINT, td BIGINT, received BIGINT, raw VARCHAR, source VARCHAR, reason VARCHAR,
+    props STRUCT(k VARCHAR, n VARCHAR, v VARCHAR)[], nkey VARCHAR, shown VARCHAR
+)
+"""
+
+#: A line the SQL path decides: ``[prefix/]e|s|a?query``, printable ASCII, escapes of
+#: printable ASCII only, no fragment, no space (spaces come as ``+`` or ``%20``).
+_SIMPLE = (
+    r"^(?:[A-Za-z0-9/:._~!$'()*,;=@+-]*/)?[esa]\?"
+    r"(?:[A-Za-z0-9._~!$'()*,;=@+/:?&-]|%[2-6][0-9A-Fa-f]|%7[0-9A-Ea-e])*$"
+)
+_NUMBER = r"[0-9]{1,15}(\.[0-9]{0,15})?"
+
+
+def _dec(x: str) -> str:
+    return f"url_decode(replace({x}, '+', ' '))"
+
+
+def _esc(x: str) -> str:
+    """JSON string escapes of printable ASCII (what ``encode_basestring`` does to it)."""
+    return f"replace(replace({x}, '\\', '\\\\'), '\"', '\\\"')"
+
+
+def _junk_form(x: str) -> str:
+    """Return the block list's comparison form in SQL (ASCII: trim is Python's strip)."""
+    return f"trim(trim(trim(lower({x})), '\"''`'))"
+
+
+def _native_url_sql(path: str, blocked: Sequence[str]) -> str:
+    """Return the SQL that reads a url file into ``calls`` (the simple lines only).
+
+    Parameters: ``$input, $name, $received, $tenant``. The lines it does not decide are
+    written to ``_hard(line, text)``, for identity's own parser.
+    """
+    quoted = path.replace("'", "''")
+    block = ", ".join("'" + b.replace("'", "''") + "'" for b in sorted(blocked))
+
+    def is_blocked(x: str) -> str:
+        form = _junk_form(x)
+        return f"({form} IN ({block}) OR regexp_full_match({form}, '[0-]*'))"
+
+    key = "CASE WHEN strpos(p, '=') > 0 THEN left(p, strpos(p, '=') - 1) ELSE p END"
+    value = "CASE WHEN strpos(p, '=') > 0 THEN substr(p, strpos(p, '=') + 1) ELSE '' END"
+    n = MAX_NAME_LENGTH
+    prop_reason = (
+        "list_filter(list_transform(pv, lambda x: CASE WHEN x[1] = '' THEN 'missing_property_name' "
+        f"WHEN length(x[1]) > {n} THEN 'name_too_long' "
+        f"WHEN length(x[2]) > {DEFAULT_RULES.max_value_length} THEN 'value_too_long' END), "
+        "lambda r: r IS NOT NULL)[1]"
+    )
+    reason = f"""CASE
+        WHEN k IS NULL OR k = '' THEN 'missing_key'
+        WHEN length(k) > {n} THEN 'control_character'
+        WHEN p IS NULL OR p = '' THEN 'missing_person'
+        WHEN length(p) > {n} THEN 'person_too_long'
+        WHEN kind = 'e' AND (n IS NULL OR n = '') THEN 'missing_event_name'
+        WHEN kind = 'e' AND length(n) > {n} THEN 'name_too_long'
+        WHEN kind = 'a' AND (n IS NULL OR n = '') THEN 'missing_alias'
+        WHEN kind = 'a' AND length(n) > {n} THEN 'alias_too_long'
+        WHEN num > {MAX_TIME} THEN 'bad_timestamp'
+        WHEN dd = '1' AND num IS NULL THEN 'bad_timestamp'
+        WHEN kind = 'a' AND n <> p AND ({is_blocked("p")} OR {is_blocked("n")})
+            THEN 'blocked_identity'
+        WHEN kind <> 'a' THEN {prop_reason}
+        END"""
+    return f"""
+    CREATE OR REPLACE TEMP TABLE _lines AS
+    SELECT row_number() OVER () AS line, text FROM read_csv('{quoted}',
+        columns = {{'text': 'VARCHAR'}}, header = false, delim = chr(1), quote = '',
+        escape = '', auto_detect = false, strict_mode = false, max_line_size = {4 * MAX_LINE});
+    DELETE FROM _lines WHERE text IS NULL OR regexp_full_match(text, '[ \t\n\r\x0b\x0c]*');
+    CREATE OR REPLACE TEMP TABLE _q AS
+    WITH a AS (
+        SELECT line, text, regexp_extract(text, '([esa])\\?', 1) AS kind,
+            list_filter(string_split(substr(text, strpos(text, '?') + 1), '&'), lambda x: x <> '')
+            AS ps
+        FROM _lines
+        WHERE regexp_full_match(text, '{_SIMPLE.replace("'", "''")}')
+            AND strpos(text, '_td=') = 0 AND strpos(text, '_prop%3A') = 0
+    ), b AS (
+        SELECT line, text, kind, list_transform(ps, lambda p: {_dec(key)}) AS ks,
+            list_transform(ps, lambda p: {_dec(value)}) AS vs
+        FROM a WHERE len(ps) <= {MAX_PROPERTIES}
+    ), c AS (
+        SELECT line, text, kind,
+            coalesce(vs[list_position(ks, '_k')], $tenant) AS k, vs[list_position(ks, '_p')] AS p,
+            vs[list_position(ks, '_n')] AS n, vs[list_position(ks, '_t')] AS tt,
+            vs[list_position(ks, '_d')] AS dd,
+            list_filter(list_zip(ks, vs), lambda x: kind <> 'a' AND NOT list_contains(
+                CASE WHEN kind = 'e' THEN ['_k', '_p', '_n', '_t', '_d']
+                ELSE ['_k', '_p', '_t', '_d'] END, x[1])) AS pv
+        FROM b WHERE len(list_distinct(ks)) = len(ks)
+    ), d AS (
+        SELECT *, CAST(split_part(tt, '.', 1) AS BIGINT) AS num,
+            list_sort(list_transform(pv, lambda x: {{
+                'k': lower(replace(replace(x[1], ',', ' '), ':', ' ')),
+                'n': replace(replace(x[1], ',', ' '), ':', ' '), 'v': x[2]}})) AS props
+        FROM c WHERE tt IS NULL OR regexp_full_match(tt, '{_NUMBER}')
+    )
+    SELECT *, {reason} AS reason FROM d
+    WHERE len(list_distinct(list_transform(props, lambda x: x.k))) = len(props);
+    INSERT INTO _hard SELECT line, text FROM _lines WHERE line NOT IN (SELECT line FROM _q);
+    INSERT INTO calls SELECT $input, line,
+        kind, nullif(k, ''), p,
+        CASE WHEN reason IS NULL AND kind = 'e' THEN replace(replace(n, ',', ' '), ':', ' ')
+            WHEN reason IS NULL AND kind = 's' THEN NULL ELSE n END,
+        CASE WHEN reason IS NULL AND dd = '1' THEN num ELSE $received END,
+        CASE WHEN reason IS NULL THEN coalesce(num, $received) ELSE $received END,
+        $received, text, $name || ':' || line, reason,
+        CASE WHEN reason IS NULL THEN props ELSE [] END,
+        CASE WHEN reason IS NULL AND kind = 'e' THEN lower(replace(replace(n, ',', ' '), ':', ' '))
+            END,
+        CASE WHEN reason IS NULL AND kind = 'e' THEN CASE WHEN len(props) = 0 THEN '{{}}' ELSE
+            '{{' || array_to_string(list_transform(props, lambda x: '"' || {_esc("x.n")} || '":"'
+            || {_esc("x.v")} || '"'), ',') || '}}' END END
+    FROM _q;
+    """
+
+
+def _connect(memory_limit: str | None, spill_dir: str | None) -> _duckdb.DuckDBPyConnection:
+    try:
+        import duckdb
+    except ImportError:  # pragma: no cover - the extra is installed in tests
+        raise DuckDBUnavailableError(
+            "the duckdb engine needs duckdb: pip install 'identity[duckdb]'"
+        ) from None
+    config: dict[str, Any] = {"preserve_insertion_order": True}
+    if memory_limit:
+        config["memory_limit"] = memory_limit
+    if spill_dir:
+        config["temp_directory"] = spill_dir
+    return duckdb.connect(":memory:", config=config)
+
+
+def _plain_text(path: str) -> bool:
+    r"""Tell whether DuckDB's line reader sees exactly the lines identity's reader does.
+
+    That is: valid UTF-8, no carriage return (DuckDB splits lines on it), no ``\x01`` (the
+    column delimiter) and no line longer than :data:`~identity.io.sources.MAX_LINE`.
+    """
+    opener: Callable[..., Any] = gzip.open if _is_gzip(path) else open
+    tail = b""
+    with opener(path, "rb") as stream:
+        while True:
+            chunk = stream.read(1 << 24)
+            if not chunk:
+                return len(tail) <= MAX_LINE
+            if b"\r" in chunk or b"\x01" in chunk:
+                return False
+            data = tail + chunk
+            cut = data.rfind(b"\n") + 1
+            whole, tail = data[:cut], data[cut:]
+            try:
+                whole.decode("utf-8")
+            except UnicodeDecodeError:
+                return False
+            if len(tail) > MAX_LINE or any(len(x) > MAX_LINE for x in whole.split(b"\n")):
+                return False
+
+
+def _is_gzip(path: str) -> bool:
+    with open(path, "rb") as stream:
+        return stream.read(2) == b"\x1f\x8b"
+
+
+def _row(index: int, line: int, call: Call) -> tuple[object, ...]:
+    props = [{"k": k, "n": n, "v": v} for k, n, v in call.properties] if call.ok else []
+    event = call.ok and call.kind == "e"
+    nkey = (call.name or "").casefold() if event else None
+    shown = None
+    if event:
+        pairs = [f"{_quote(n)}:{_quote(v)}" for _, n, v in call.properties]
+        shown = "{" + ",".join(pairs) + "}"
+    return (
+        index, line, call.kind, call.tenant, call.identity, call.name, call.t, call.td,
+        call.received, call.raw, call.source, call.reason, props, nkey, shown,
+    )  # fmt: skip
+
+
+def _line_of(source: str) -> int:
+    return int(source.rsplit(":", 1)[1])
+
+
+def read_calls(
+    con: _duckdb.DuckDBPyConnection,
+    inputs: Sequence[Input],
+    *,
+    fmt: FormatOrAuto = "auto",
+    default_tenant: str | None = None,
+    received: int | None = None,
+    progress: Callable[[str], None] | None = None,
+    native: bool = True,
+) -> list[tuple[str, int, str, int, int]]:
+    """Read `inputs` into the table ``calls`` of `con`.
+
+    Returns ``(name, calls, format, received, decided in SQL)`` per input.
+
+    Query-string lines that the SQL rules decide are parsed in DuckDB (unless `native` is
+    false); every other line by identity's own parser, as ``identity ingest`` reads it.
+    """
+    con.execute(_CALLS_DDL)
+    read: list[tuple[str, int, str, int, int]] = []
+    for index, item in enumerate(inputs):
+        with Reader(item, fmt=fmt, tenant=default_tenant, received=received) as reader:
+            found, when = reader.format, reader.received
+        path = item.path
+        before = _count(con, "calls")
+        if native and found == "url" and path != "-" and _plain_text(path):
+            con.execute("CREATE OR REPLACE TABLE _hard (line BIGINT, text VARCHAR)")
+            params = {"input": index, "name": item.name, "received": when, "tenant": default_tenant}
+            for statement in _split(_native_url_sql(path, sorted(DEFAULT_RULES.blocked))):
+                used = {k: v for k, v in params.items() if f"${k}" in statement}
+                con.execute(statement, used)
+            native_n = _count(con, "calls") - before
+            parse = parser("url", Context(default_tenant, when))
+            hard = con.cursor().execute("SELECT line, text FROM _hard ORDER BY line")
+            while rows := hard.fetchmany(_BATCH):
+                batch = []
+                for line, text in rows:
+                    data = text.encode("utf-8")
+                    if line == 1:
+                        data = data.removeprefix(BOM)
+                    call = parse(data, f"{item.name}:{line}")
+                    assert isinstance(call, Call)  # a url line is one call
+                    batch.append(_row(index, line, call))
+                con.executemany("INSERT INTO calls VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", batch)
+            con.execute("DROP TABLE _hard")
+        else:
+            native_n = 0
+            with Reader(item, fmt=fmt, tenant=default_tenant, received=received) as reader:
+                batch = []
+                for call in reader:
+                    batch.append(_row(index, _line_of(call.source), call))
+                    if len(batch) >= _BATCH:
+                        con.executemany(
+                            "INSERT INTO calls VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", batch
+                        )
+                        batch = []
+                if batch:
+                    con.executemany(
+                        "INSERT INTO calls VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", batch
+                    )
+        calls = _count(con, "calls") - before
+        read.append((item.name, calls, found, when, native_n))
+        if progress is not None:
+            progress(f"{item.name}: {calls:,} calls read ({found}, {native_n:,} in SQL)")
+    return read
+
+
+def _split(script: str) -> Iterator[str]:
+    for part in script.split(";\n"):
+        if part.strip():
+            yield part
+
+
+def _count(con: _duckdb.DuckDBPyConnection, table: str) -> int:
+    row = con.execute(f"SELECT count(*) FROM {table}").fetchone()
+    return 0 if row is None else int(row[0])
+
+
+# -- the store's tables ----------------------------------------------------------------------
+
+_STORE_SQL = """
+CREATE OR REPLACE TEMP TABLE ok AS SELECT * FROM calls WHERE reason IS NULL;
+CREATE OR REPLACE TABLE identities AS
+SELECT row_number() OVER () AS id, tenant, identity, first_seen, customer_since FROM (
+    SELECT tenant, identity, min(t) AS first_seen, min(c) AS customer_since FROM (
+        SELECT tenant, identity, t, CASE WHEN kind <> 'a' THEN t END AS c FROM ok
+        UNION ALL SELECT tenant, name, t, NULL FROM ok WHERE kind = 'a'
+    ) GROUP BY tenant, identity
+);
+CREATE OR REPLACE TEMP TABLE okid AS
+SELECT o.*, i.id AS iid, j.id AS jid FROM ok o
+JOIN identities i ON i.tenant = o.tenant AND i.identity = o.identity
+LEFT JOIN identities j ON o.kind = 'a' AND j.tenant = o.tenant AND j.identity = o.name;
+CREATE OR REPLACE TABLE links AS
+SELECT least(iid, jid) AS a, greatest(iid, jid) AS b, min(t) AS t, count(*) AS sent,
+    min({'t': t, 's': source}).s AS source
+FROM okid WHERE kind = 'a' AND iid <> jid GROUP BY 1, 2;
+CREATE OR REPLACE TABLE events AS
+SELECT iid AS identity, nkey AS name_key, td, m.n AS name, m.t AS t, m.p AS properties,
+    count(*) AS sent
+FROM (SELECT iid, nkey, td, list_transform(props, lambda x: [x.k, x.v]) AS pk,
+        min({'t': t, 'n': name, 'p': shown}) OVER w AS m
+      FROM okid WHERE kind = 'e' WINDOW w AS (PARTITION BY iid, nkey, td,
+        list_transform(props, lambda x: [x.k, x.v])))
+GROUP BY iid, nkey, td, pk, m;
+CREATE OR REPLACE TABLE properties AS
+SELECT iid AS identity, p.k AS name_key, p.v AS value, td, min(t) AS t,
+    min({'t': t, 'n': p.n}).n AS name, count(*) AS sent
+FROM (SELECT iid, td, t, unnest(props) AS p FROM okid WHERE kind <> 'a')
+GROUP BY iid, p.k, p.v, td;
+CREATE OR REPLACE TABLE quarantine AS
+SELECT min(tenant) AS tenant, reason, raw, received, min(source) AS source, count(*) AS sent
+FROM calls WHERE reason IS NOT NULL GROUP BY raw, reason, received;
+DROP TABLE ok;
+DROP TABLE okid
+"""
+
+
+def _store(con: _duckdb.DuckDBPyConnection) -> None:
+    """Fold the calls into the store's tables, as identity's write path does (SPEC §8)."""
+    for statement in _split(_STORE_SQL):
+        con.execute(statement)
+
+
+def _partition(
+    con: _duckdb.DuckDBPyConnection, bound: int, progress: Callable[[str], None] | None
+) -> int:
+    """Make ``member(identity, person)`` and ``person(id, tenant, person, size)`` as of `bound`."""
+    con.execute(f"CREATE OR REPLACE TEMP VIEW _edges AS SELECT a, b FROM links WHERE t <= {bound}")
+    rounds = duckdb_components(con, "_edges", "_roots", progress=progress)
+    con.execute(
+        f"CREATE OR REPLACE TEMP TABLE member AS SELECT i.id AS identity, "
+        f"coalesce(r.root, i.id) AS root FROM identities i LEFT JOIN _roots r ON r.node = i.id "
+        f"WHERE i.first_seen <= {bound}"
+    )
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE person AS SELECT m.root AS id, min(i.tenant) AS tenant, "
+        "min(i.identity) AS person, count(*) AS size FROM member m "
+        "JOIN identities i ON i.id = m.identity GROUP BY m.root"
+    )
+    con.execute("DROP TABLE _roots")
+    return rounds
+
+
+class _Q:
+    """The report's SQL: a tenant filter and an ``as_of`` bound, as in the memory engine."""
+
+    def __init__(self, con: _duckdb.DuckDBPyConnection, tenant: str | None, bound: int) -> None:
+        self.con = con
+        self.tenant = tenant
+        self.bound = bound
+
+    def rows(self, sql: str, **params: object) -> list[tuple[Any, ...]]:
+        used = {"tenant": self.tenant, "bound": self.bound, **params}
+        used = {k: v for k, v in used.items() if f"${k}" in sql}
+        return self.con.execute(sql, used).fetchall()
+
+
+_IN = "($tenant IS NULL OR i.tenant = $tenant)"
+
+
+def _counts(q: _Q) -> tuple[dict[str, int], int, dict[str, int], tuple[tuple[int, int], ...]]:
+    identities: dict[str, int] = {}
+    never = 0
+    for tenant, n, nev in q.rows(
+        "SELECT i.tenant, count(*), count(*) FILTER (WHERE i.customer_since IS NULL OR "
+        f"i.customer_since > $bound) FROM identities i WHERE {_IN} AND i.first_seen <= $bound "
+        "GROUP BY i.tenant"
+    ):
+        identities[tenant] = int(n)
+        never += int(nev)
+    people: dict[str, int] = defaultdict(int)
+    sizes: dict[int, int] = defaultdict(int)
+    for tenant, size, n in q.rows(
+        f"SELECT i.tenant, size, count(*) FROM person i WHERE {_IN} GROUP BY 1, 2"
+    ):
+        people[tenant] += int(n)
+        sizes[int(size)] += int(n)
+    return identities, never, people, tuple(sorted(sizes.items()))
+
+
+def _largest(q: _Q) -> tuple[Largest, ...]:
+    rows = q.rows(
+        f"""WITH top AS (SELECT id, tenant, person, size FROM person i WHERE {_IN}
+            ORDER BY size DESC, tenant, person LIMIT {TOP})
+        SELECT top.tenant, top.person, top.size,
+            (SELECT count(*) FROM member m JOIN identities i ON i.id = m.identity
+             WHERE m.root = top.id AND i.customer_since <= $bound),
+            (SELECT count(*) FROM events e JOIN member m ON m.identity = e.identity
+             WHERE m.root = top.id AND e.t <= $bound)
+        FROM top ORDER BY top.size DESC, top.tenant, top.person"""
+    )
+    return tuple(Largest(t, p, int(s), int(c), int(e)) for t, p, s, c, e in rows)
+
+
+def _risks(q: _Q) -> tuple[int, int, list[tuple[int, Split]]]:
+    """Count risky bridges and hubs; return the riskiest splits (person row, split).
+
+    The candidates are kept by the report's whole order (sizes, Customer IDs, then tenant,
+    person and the link's names), so ties at the cut are decided by names as the list is.
+    """
+    links: dict[int, list[tuple[int, int]]] = defaultdict(list)
+    customer: dict[int, bool] = {}
+    degree: dict[int, int] = defaultdict(int)
+    names: dict[int, str] = {}
+    who: dict[int, tuple[str, str]] = {}
+    cursor = q.con.execute(
+        "SELECT m.root, l.a, l.b, coalesce(i.customer_since <= $bound, false), "
+        "coalesce(j.customer_since <= $bound, false), i.identity, j.identity, p.tenant, "
+        "p.person FROM links l JOIN identities i ON i.id = l.a JOIN identities j ON j.id = l.b "
+        "JOIN member m ON m.identity = l.a JOIN person p ON p.id = m.root "
+        f"WHERE {_IN} AND l.t <= $bound",
+        {"tenant": q.tenant, "bound": q.bound},
+    )
+    while rows := cursor.fetchmany(_BATCH):
+        for person, a, b, ca, cb, na, nb, tenant, shown in rows:
+            links[person].append((a, b))
+            customer[a] = bool(ca)
+            customer[b] = bool(cb)
+            names[a], names[b] = na, nb
+            who[person] = (tenant, shown)
+            degree[a] += 1
+            degree[b] += 1
+    bridges = 0
+    best: list[tuple[int, Split]] = []
+
+    def rank(item: tuple[int, Split]) -> tuple[Any, ...]:
+        person, split = item
+        a, b = sorted((names[split.a], names[split.b]))
+        return (-min(split.sizes), -min(split.customers), *who[person], a, b)
+
+    for person, edges in links.items():
+        if len(edges) == 1:
+            a, b = edges[0]
+            splits: Any = [Split(a, b, (1, 1), (int(customer[a]), int(customer[b])))]
+        else:
+            splits = bridges_of(edges, customer)
+        for split in splits:
+            if min(split.customers) > 0 or min(split.sizes) >= MIN_PART:
+                bridges += 1
+                best.append((person, split))
+        if len(best) > 8 * TOP:
+            best.sort(key=rank)
+            del best[TOP:]
+    best.sort(key=rank)
+    hubs = sum(1 for d in degree.values() if d >= HUB_LINKS)
+    return bridges, hubs, best[:TOP]
+
+
+def _retries(q: _Q) -> tuple[int, tuple[Retry, ...]]:
+    (count,) = q.rows(
+        f"""SELECT count(*) FROM (SELECT e.td - lag(e.td) OVER (PARTITION BY e.identity,
+            e.name_key, e.properties ORDER BY e.td) AS gap FROM events e
+            JOIN identities i ON i.id = e.identity WHERE {_IN} AND e.t <= $bound)
+        WHERE gap <= {RETRY_WINDOW}"""
+    )[0]
+    rows = q.rows(
+        f"""SELECT tenant, identity, name, previous, td FROM (SELECT i.tenant, i.identity,
+            e.name, e.td, lag(e.td) OVER (PARTITION BY e.identity, e.name_key, e.properties
+            ORDER BY e.td) AS previous FROM events e JOIN identities i ON i.id = e.identity
+            WHERE {_IN} AND e.t <= $bound)
+        WHERE td - previous <= {RETRY_WINDOW} ORDER BY tenant, identity, td LIMIT {EXAMPLES}"""
+    )
+    return int(count), tuple(Retry(t, i, n, int(p), int(td)) for t, i, n, p, td in rows)
+
+
+def _junk(q: _Q) -> tuple[int, tuple[Junk, ...]]:
+    is_blocked = DEFAULT_RULES.is_blocked
+    block = ", ".join("'" + b.replace("'", "''") + "'" for b in sorted(DEFAULT_RULES.blocked))
+    form = _junk_form("i.identity")
+    ascii_blocked = f"({form} IN ({block}) OR regexp_full_match({form}, '[0-]*'))"
+    candidates = q.rows(
+        f"SELECT i.id, i.tenant, i.identity, p.person FROM identities i "
+        f"JOIN member m ON m.identity = i.id JOIN person p ON p.id = m.root "
+        f"WHERE {_IN} AND i.first_seen <= $bound AND (NOT regexp_full_match(i.identity, "
+        f"'[ -~]*') OR {ascii_blocked})"
+    )
+    junk = [row for row in candidates if is_blocked(row[2])]
+    if not junk:
+        return 0, ()
+    ids = ",".join(str(r[0]) for r in junk)
+    events = dict(
+        q.rows(
+            f"SELECT identity, count(*) FROM events WHERE identity IN ({ids}) AND t <= $bound "
+            "GROUP BY identity"
+        )
+    )
+    examples = sorted(
+        (Junk(t, name, person, int(events.get(row, 0))) for row, t, name, person in junk),
+        key=lambda j: (-j.events, j.tenant, j.identity),
+    )
+    return len(junk), tuple(examples[:EXAMPLES])
+
+
+def _scan(
+    q: _Q,
+) -> tuple[
+    tuple[KindCount, ...], dict[str, int], dict[str, int], dict[str, int], dict[int, dict[str, int]]
+]:
+    received: dict[str, int] = defaultdict(int)
+    stored: dict[str, int] = defaultdict(int)
+    days: dict[int, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    events: dict[str, int] = defaultdict(int)
+    quarantined: dict[str, int] = defaultdict(int)
+    tables = [("event", "events", "x.identity"), ("property", "properties", "x.identity"),
+              ("alias", "links", "x.a")]  # fmt: skip
+    for kind, table, identity in tables:
+        for tenant, day, n, sent in q.rows(
+            f"SELECT i.tenant, x.t // {_DAY}, count(*), sum(x.sent) FROM {table} x "
+            f"JOIN identities i ON i.id = {identity} WHERE {_IN} AND x.t <= $bound GROUP BY 1, 2"
+        ):
+            stored[kind] += int(n)
+            received[kind] += int(sent)
+            days[int(day)][kind] += int(sent)
+            if kind == "event":
+                events[tenant] += int(n)
+    reasons: dict[str, int] = defaultdict(int)
+    for tenant, reason, day, calls in q.rows(
+        f"SELECT i.tenant, i.reason, i.received // {_DAY}, sum(i.sent) FROM quarantine i "
+        f"WHERE {_IN} AND i.received <= $bound GROUP BY 1, 2, 3"
+    ):
+        reasons[reason] += int(calls)
+        days[int(day)]["quarantined"] += int(calls)
+        if tenant is not None:
+            quarantined[tenant] += int(calls)
+    kinds = tuple(KindCount(k, received[k], stored[k]) for k in KINDS)
+    return kinds, reasons, events, quarantined, days
+
+
+def _quarantine(q: _Q, reasons: dict[str, int]) -> tuple[Reason, ...]:
+    found = []
+    for reason, calls in reasons.items():
+        examples = q.rows(
+            "SELECT DISTINCT i.raw FROM quarantine i WHERE ($tenant IS NULL OR i.tenant = "
+            "$tenant) AND i.received <= $bound AND i.reason = $reason ORDER BY i.raw "
+            f"LIMIT {EXAMPLES}",
+            reason=reason,
+        )
+        found.append(Reason(reason, calls, tuple(r[0] for r in examples)))
+    found.sort(key=lambda r: (-r.calls, r.reason))
+    return tuple(found)
+
+
+def _timeline(days: dict[int, dict[str, int]]) -> tuple[Any, tuple[Bucket, ...]]:
+    if not days:
+        return "day", ()
+    span = span_of(min(days) * _DAY, max(days) * _DAY)
+    buckets: dict[int, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for day, counts in days.items():
+        into = buckets[bucket_start(day, span)]
+        for kind, n in counts.items():
+            into[kind] += n
+    return span, tuple(Bucket(start, **counts) for start, counts in sorted(buckets.items()))
+
+
+def _people_engine(q: _Q, persons: Sequence[int]) -> Engine:
+    """Return an in-memory engine holding the accepted calls of `persons`' members only."""
+    from ...engine import Engine
+
+    engine = Engine()
+    listed = ",".join(str(p) for p in persons)
+    cursor = q.con.execute(
+        f"""WITH names AS (SELECT i.tenant, i.identity FROM member m
+            JOIN identities i ON i.id = m.identity WHERE m.root IN ({listed}))
+        SELECT c.kind, c.tenant, c.identity, c.name, c.props, c.t, c.td, c.received, c.raw,
+            c.source FROM calls c WHERE c.reason IS NULL AND (c.tenant, c.identity) IN
+            (SELECT (tenant, identity) FROM names)
+        ORDER BY c.input, c.line"""
+    )
+    while rows := cursor.fetchmany(_BATCH):
+        batch = [
+            Call(
+                kind,
+                tenant,
+                identity,
+                name,
+                tuple((p["k"], p["n"], p["v"]) for p in props),
+                t,
+                td,
+                received,
+                raw,
+                source,
+            )
+            for kind, tenant, identity, name, props, t, td, received, raw, source in rows
+        ]
+        engine.apply_batch(batch)
+    return engine
+
+
+def _merges(q: _Q, best: list[tuple[int, Split]], as_of: int | None) -> tuple[Merge, ...]:
+    from ...inspection import explain, person_graph
+    from .memory import _ends
+
+    if not best:
+        return ()
+    rows = {x for _, s in best for x in (s.a, s.b)}
+    names = dict(
+        q.rows(f"SELECT id, identity FROM identities WHERE id IN ({','.join(map(str, rows))})")
+    )
+    persons = {
+        row: (tenant, person, size)
+        for row, tenant, person, size in q.rows(
+            "SELECT id, tenant, person, size FROM person "
+            f"WHERE id IN ({','.join(str(p) for p, _ in best)})"
+        )
+    }
+    found = []
+    for row, split in best:
+        tenant, person, size = persons[row]
+        if names[split.a] > names[split.b]:
+            split = split.flipped()
+        found.append((tenant, person, int(size), names[split.a], names[split.b], split, row))
+    # (tenant, person, a) can tie (one identity, two bridges): b breaks the tie
+    found.sort(key=lambda f: (-min(f[5].sizes), -min(f[5].customers), f[0], f[1], f[3], f[4]))
+    top = found[:TOP]
+    engine = _people_engine(q, sorted({f[6] for f in top}))
+    merges = []
+    for tenant, person, size, a, b, split, _ in top:
+        graph = person_graph(engine, tenant, person, as_of=as_of)
+        data = graph.edges[a, b]
+        link = Link(a, b, int(data["t"]), int(data["sent"]), data["source"])
+        ends = _ends(graph, a, b)
+        why = explain(engine, tenant, ends[0], ends[1], as_of=as_of)
+        chain = tuple(Link(x.start, x.end, x.t, x.sent, x.source) for x in why.chain)
+        drawing = None
+        if graph.number_of_nodes() <= DRAW_LIMIT:
+            drawing = Drawing(
+                tuple(sorted((n, bool(d.get("customer"))) for n, d in graph.nodes(data=True))),
+                tuple(sorted((min(x, y), max(x, y)) for x, y in graph.edges)),
+            )
+        merges.append(
+            Merge(
+                tenant,
+                person,
+                size,
+                link,
+                split.sizes,
+                split.customers,
+                ends,
+                int(why.joined_at or 0),
+                chain,
+                drawing,
+            )
+        )
+    engine.close()
+    return tuple(merges)
+
+
+def audit(
+    paths: Sequence[str],
+    *,
+    fmt: FormatOrAuto = "auto",
+    tenant: str | None = None,
+    as_of: int | None = None,
+    default_tenant: str | None = None,
+    received: int | None = None,
+    memory_limit: str | None = None,
+    spill_dir: str | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> Audit:
+    """Audit files on DuckDB: the same :class:`~identity.audit.model.Audit` as the memory engine.
+
+    Parameters
+    ----------
+    paths : sequence of str
+        Files (plain or gzip) and Data Export folders, as ``identity ingest`` takes them.
+    fmt : str
+        ``"auto"`` (sniffed per input) or one of the line formats.
+    tenant : str, optional
+        Report on this tenant only.
+    as_of : int, optional
+        Only calls with ``t <= as_of`` (quarantined calls: received by then).
+    default_tenant : str, optional
+        The tenant of calls that carry no ``_k`` (``identity ingest --tenant``).
+    received : int, optional
+        Receive time of calls that carry none (default: each file's modification time).
+    memory_limit : str, optional
+        DuckDB's memory limit (``"256MB"``, ``"2GB"``); beyond it DuckDB spills to disk.
+    spill_dir : str, optional
+        Where DuckDB spills (default: a temporary directory, removed afterwards).
+    progress : callable, optional
+        Called with a line at each step.
+
+    Returns
+    -------
+    Audit
+
+    Raises
+    ------
+    InputError
+        A path that does not exist or cannot be read (as ``identity ingest``).
+    DuckDBUnavailableError
+        duckdb is not installed.
+    """
+    inputs = expand(paths)
+    with tempfile.TemporaryDirectory(prefix="identity-duckdb-") as tmp:
+        con = _connect(memory_limit, spill_dir or tmp)
+        try:
+            read = read_calls(
+                con, inputs, fmt=fmt, default_tenant=default_tenant, received=received,
+                progress=progress,
+            )  # fmt: skip
+            _store(con)
+            bound = (1 << 63) - 1 if as_of is None else as_of
+            rounds = _partition(con, bound, progress)
+            if progress is not None:
+                progress(f"people: components in {rounds} rounds")
+            q = _Q(con, tenant, bound)
+            identities, never, people, sizes = _counts(q)
+            bridges, hubs, best = _risks(q)
+            retries, retry_examples = _retries(q)
+            junk, junk_examples = _junk(q)
+            kinds, reasons, events, quarantined, days = _scan(q)
+            span, timeline = _timeline(days)
+            totals: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0, 0])
+            for column, counts in enumerate((identities, people, events, quarantined)):
+                for name, n in counts.items():
+                    totals[name][column] = n
+            calls: dict[str, int] = defaultdict(int)
+            for name, n, *_ in read:
+                calls[name] += n
+            return Audit(
+                tenant=tenant,
+                as_of=as_of,
+                sources=tuple(sorted(calls.items())),
+                kinds=kinds,
+                quarantine=_quarantine(q, reasons),
+                retries=retries,
+                retry_examples=retry_examples,
+                identities=sum(identities.values()),
+                people=sum(people.values()),
+                sizes=sizes,
+                largest=_largest(q),
+                bridges=bridges,
+                hubs=hubs,
+                riskiest=_merges(q, best, as_of),
+                junk=junk,
+                junk_examples=junk_examples,
+                blocked_aliases=reasons.get("blocked_identity", 0),
+                never_customer=never,
+                tenants=tuple(Tenant(t, *v) for t, v in sorted(totals.items())),
+                span=span,
+                timeline=timeline,
+            )
+        finally:
+            con.close()

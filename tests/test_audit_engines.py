@@ -1,0 +1,265 @@
+"""The DuckDB (and Spark) audit engines give the in-memory engine's report for the same files.
+
+The reference is :func:`identity.audit.engines.memory.audit_files`, which ingests the files
+through identity's own readers; every engine's :class:`~identity.audit.model.Audit` must be
+equal to it (and so its JSON), and DuckDB's reading of query-string lines must give the same
+calls and quarantine reasons as :class:`identity.io.sources.Reader`, line by line.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bench import workloads
+from identity.audit.engines import memory
+from identity.audit.model import Audit
+from identity.cli import ingest_inputs
+from identity.io.sources import Reader, expand
+
+duckdb = pytest.importorskip("duckdb")
+from identity.audit.engines import duckdb as engine_duckdb  # noqa: E402
+
+RECEIVED = 1_700_000_000
+
+HOSTILE = [
+    "/e?_k=K&_p=bob&_n=Signed+Up&plan=pro&_t=1262304000&_d=1",
+    "/e?_k=K&_p=bob&_n=Signed+Up&plan=pro&_t=1262304000&_d=1",
+    "/e?_k=K&_p=bob&_n=signed%20up&plan=pro&_t=1262304100",
+    "/e?_k=K&_p=bob&_n=signed%20up&plan=pro&_t=1262304200.7",
+    "/s?_k=K&_p=b%40x.org&Plan%3A+Tier=pro&tier,x=1&_t=25&_d=1",
+    "/a?_k=K&_p=bob&_n=b%40x.org&_t=20&_d=1",
+    "/a?_k=K&_p=b%40x.org&_n=bob&_t=10&_d=1",
+    "/a?_k=K&_p=bob&_n=undefined",
+    "/a?_k=K&_p=bob&_n=%22NULL%22",
+    "/a?_k=K&_p=bob&_n=+%27Guest%27+",
+    "/a?_k=K&_p=bob&_n=0-0-0",
+    "/a?_k=K&_p=bob&_n=bob",
+    "/a?_k=K&_p=undefined&_n=undefined",
+    "/e?_k=K&_p=undefined&_n=Visit",
+    "/e?_k=&_p=x&_n=y",
+    "/e?_p=x&_n=y",
+    "/e?_k=K&_n=y",
+    "/e?_k=K&_p=x",
+    "/a?_k=K&_p=x",
+    "/e?_k=K&_p=" + "x" * 256 + "&_n=y",
+    "/e?_k=K&_p=" + "x" * 255 + "&_n=y",
+    "/e?_k=" + "k" * 256 + "&_p=x&_n=y",
+    "/e?_k=K&_p=x&_n=" + "n" * 256,
+    "/a?_k=K&_p=x&_n=" + "n" * 256,
+    "/e?_k=K&_p=x&_n=y&_t=abc&_d=1",
+    "/e?_k=K&_p=x&_n=y&_d=1",
+    "/e?_k=K&_p=x&_n=y&_t=-5",
+    "/e?_k=K&_p=x&_n=y&_t=1e5&_d=1",
+    "/e?_k=K&_p=x&_n=y&_t=999999999999999&_d=1",
+    "/e?_k=K&_p=x&_n=y&_t=253402300800&_d=1",
+    "/e?_k=K&_p=x&_n=y&_t=253402300799&_d=1",
+    "/e?_k=K&_p=x&_n=y&_t=12.&_d=1",
+    "/e?_k=K&_p=x&_n=y&_t=&_d=1",
+    "/e?_k=K&_p=x&_n=y&_t=",
+    "/e?_k=K&_p=x&_n=y&=v",
+    "/e?_k=K&_p=x&_n=y&" + "p" * 256 + "=v",
+    "/e?_k=K&_p=x&_n=y&v=" + "x" * 8193,
+    "/e?_k=K&_p=x&_n=y&=v&v=" + "x" * 8193,
+    "/s?_k=K&_p=x&_n=notreserved&a=1",
+    "/s?_k=K&_p=x",
+    "/s?_k=K&_p=q&_t=5&_d=0&x=1",
+    "/e?_k=K&_p=x&_n=y&a=1&a=2",
+    "/e?_k=K&_p=x&_n=y&A=1&a=2",
+    "/e?_k=K&_p=x&_n=y&k,:=v",
+    "/x?_k=K&_p=x",
+    "_k=K&_p=bob",
+    "https://trk.example.com/t/a?_k=K&_p=User+12345&_n=bob%40bob.com",
+    "/e?_k=K&_p=caf%C3%A9&_n=Caf%C3%A9+%C3%9F",
+    "/e?_k=K&_p=%ff&_n=x",
+    "/e?_k=K&_p=a%00b&_n=x",
+    "/e?_k=K&_p=a%09b&_n=x",
+    "/e?_k=K&_p=a%7Fb&_n=x",
+    "/e?_k=K&_p=x&_n=y#frag",
+    "  /e?_k=K&_p=sp&_n=y  ",
+    "/e?_k=K&_p=x&_n=y&_td=5&_t=6",
+    "/e?_k=K&_p=x&_n=y&_prop%3A_n=5",
+    "",
+    "   ",
+    "/e?_k=K&_p=x&_n=y&" + "&".join(f"p{i}=1" for i in range(1001)),
+    "/e?_k=K&_p=x&_n=y&" + "&".join(f"p{i}=1" for i in range(1000)),
+    "/e?_k=K2&_p=x&_n=y&q=%7e%7E",
+    "/e/?_k=K&_p=slash&_n=y",
+    "e?_k=K&_p=bare&_n=y",
+    "/e?_k=K&_p=x&_n=y&q=a%2",
+    "/e?_k=K&_p=x&_n=y&q=%zz",
+    "/e?_k=K&_p=q%22uote&_n=y&w=%5C%22",
+    "/e?_p=nokey&_n=y",
+    "/e?_k=K&_p=x&_n=y&a=b=c",
+    "/e?_k=K&_p=x&_n=y&flag",
+    "/e?_k=K&_p=x&_n=y&&&",
+]
+
+
+def _write(path: Path, lines: Sequence[str], *, gz: bool = False, end: str = "\n") -> str:
+    data = (end.join(lines) + end).encode("utf-8")
+    if gz:
+        data = gzip.compress(data)
+    path.write_bytes(data)
+    os.utime(path, (RECEIVED, RECEIVED))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[str]]:
+    """Named sets of input files."""
+    root = tmp_path_factory.mktemp("audit-engines")
+
+    def generated(shape: str, n: int, tenants: int = 1, gz: bool = False) -> str:
+        name = root / f"{shape}.txt{'.gz' if gz else ''}"
+        workloads.write(workloads.generate(shape, n, 0, tenants), str(name), "url")
+        os.utime(name, (RECEIVED, RECEIVED))
+        return str(name)
+
+    hostile = _write(root / "hostile.txt", HOSTILE)
+    crlf = _write(root / "crlf.txt", HOSTILE[:12], end="\r\n")
+    hostile_gz = _write(root / "hostile.txt.gz", HOSTILE[5:30], gz=True)
+    bad = root / "bad.txt"
+    bad.write_bytes(b"/e?_k=K&_p=\xff&_n=x\n/e?_k=K&_p=ok&_n=x\n")
+    bom = root / "bom.txt"
+    bom.write_bytes(b"\xef\xbb\xbf/e?_k=K&_p=bom&_n=x\n/e?_k=K&_p=ok2&_n=x\n")
+    km = _write(
+        root / "export.json",
+        [
+            json.dumps({"_p": "bob", "_n": "Paid", "_t": 5}),
+            json.dumps({"_p": "bob", "_p2": "b@x.org", "_t": 7}),
+            '{"_p": "bob"',
+            json.dumps({"_p": "u", "plan": "x", "_t": 9}),
+            '{"_p": "bob", "_n": "Caf\\303\\251", "_t": 11}',
+        ],
+    )
+    jsonl = _write(
+        root / "calls.jsonl",
+        [
+            '{"_path": "e", "_k": "K", "_p": "j", "_n": "Paid", "amount": 5}',
+            "[1]",
+            '{"_path": "a", "_k": "K", "_p": "j", "_n": "bob"}',
+        ],
+    )
+    access = _write(
+        root / "access.log",
+        [
+            '1.2.3.4 - - [10/Oct/2000:13:55:36 -0700] "GET /t/s?_k=K&_p=bob&x=1 HTTP/1.1" 200 43',
+            '1.2.3.4 - - [10/Oct/2000:13:55:36 -0700] "GET /logo.png HTTP/1.1" 200 9',
+            '1.2.3.4 - - [10/Oct/2000:13:55:37 -0700] "POST /e HTTP/1.1" 200 9',
+            "garbage",
+        ],
+    )
+    for path in (bad, bom):
+        os.utime(path, (RECEIVED, RECEIVED))
+    return {
+        "hostile": [hostile, crlf, hostile_gz, str(bad), str(bom)],
+        "formats": [km, jsonl, access, hostile],
+        "mixed": [generated("mixed", 4000, 3), generated("junk", 1500, gz=True)],
+        "chains": [generated("long_chain", 12_000), generated("power_law", 3000)],
+        "retries": [generated("retries", 3000), generated("shared_device", 2000)],
+    }
+
+
+def _memory(
+    paths: Sequence[str], *, tenant: str | None = None, as_of: int | None = None,
+    default_tenant: str | None = None,
+) -> Audit:  # fmt: skip
+    def ingest(engine: object, _: object) -> None:
+        ingest_inputs(engine, expand(paths), tenant=default_tenant, quiet=True)  # type: ignore[arg-type]
+
+    return memory.audit_files(paths, tenant=tenant, as_of=as_of, ingest=ingest)
+
+
+def _merge_key(m: dict[str, Any]) -> tuple[Any, ...]:
+    return (-min(m["sizes"]), -min(m["customer_ids"]), m["tenant"], m["person"],
+            m["link"]["a"], m["link"]["b"])  # fmt: skip
+
+
+def _assert_same(expected: Audit, got: Audit) -> None:
+    want, have = expected.as_dict(), got.as_dict()
+    # Merges tied on the whole documented order (tenant, person, link.a) are left in row
+    # order by the memory engine; the DuckDB engine breaks the tie on link.b.
+    mine, theirs = have["risky"].pop("riskiest"), want["risky"].pop("riskiest")
+    assert mine == sorted(mine, key=_merge_key)
+    theirs.sort(key=_merge_key)
+    if mine != theirs:
+        # The memory engine prunes its candidates by sizes and Customer IDs alone, so when
+        # more than 2 * TOP merges tie there, it may miss one that the names put first
+        # (reported to the lead). The DuckDB engine's must then come first by the order.
+        assert len(mine) == len(theirs)
+        missed = [m for m in theirs if m not in mine]
+        assert max(_merge_key(m) for m in mine) <= min(_merge_key(m) for m in missed)
+    for key in want:
+        assert have[key] == want[key], key
+
+
+@pytest.mark.parametrize("name", ["hostile", "formats", "mixed", "chains", "retries"])
+def test_duckdb_audit_equals_memory(files: dict[str, list[str]], name: str) -> None:
+    paths = files[name]
+    _assert_same(_memory(paths), engine_duckdb.audit(paths))
+
+
+def test_duckdb_audit_with_default_tenant_tenant_and_as_of(files: dict[str, list[str]]) -> None:
+    paths = files["formats"]
+    got = engine_duckdb.audit(paths, default_tenant="K")
+    _assert_same(_memory(paths, default_tenant="K"), got)
+    paths = files["mixed"]
+    as_of = 1_262_304_000 + 3 * 86_400
+    for tenant in ("tenant-2", None):
+        want = _memory(paths, tenant=tenant, as_of=as_of)
+        _assert_same(want, engine_duckdb.audit(paths, tenant=tenant, as_of=as_of))
+
+
+def test_duckdb_audit_under_a_memory_limit(files: dict[str, list[str]], tmp_path: Path) -> None:
+    paths = files["chains"]
+    got = engine_duckdb.audit(paths, memory_limit="64MB", spill_dir=str(tmp_path))
+    _assert_same(_memory(paths), got)
+
+
+def _reader_calls(path: str) -> list[tuple[object, ...]]:
+    with Reader(path) as reader:
+        return [
+            (
+                c.source,
+                c.kind if c.ok else None,
+                c.tenant,
+                c.identity,
+                c.name,
+                c.properties,
+                c.t,
+                c.td,
+                c.received,
+                c.raw,
+                c.reason,
+            )
+            for c in reader
+        ]
+
+
+def _duckdb_calls(path: str, native: bool) -> list[tuple[object, ...]]:
+    con = duckdb.connect()
+    engine_duckdb.read_calls(con, expand([path]), native=native)
+    rows = con.execute(
+        "SELECT source, CASE WHEN reason IS NULL THEN kind END, tenant, identity, name, props, "
+        "t, td, received, raw, reason FROM calls ORDER BY line"
+    ).fetchall()
+    con.close()
+    return [(*row[:5], tuple((p["k"], p["n"], p["v"]) for p in row[5]), *row[6:]) for row in rows]
+
+
+def test_native_reading_equals_the_reader_line_by_line(files: dict[str, list[str]]) -> None:
+    for path in files["hostile"] + files["mixed"]:
+        want = _reader_calls(path)
+        assert _duckdb_calls(path, native=True) == want, path
+    # and the SQL path decided most of the generated lines itself
+    con = duckdb.connect()
+    ((_, calls, fmt, _, native),) = engine_duckdb.read_calls(con, expand([files["mixed"][0]]))
+    assert (calls, fmt) == (4000, "url")
+    assert native > 0.9 * calls
