@@ -849,6 +849,8 @@ class Store:
             )
         self.conn = conn
         self.db = sqlite_utils.Database(conn)
+        #: Whether commits are synced to the disk (``synchronous=FULL``).
+        self.durable = durable
         try:
             with self.boundary:
                 self._prepare(memory, create or memory, durable, settings or {})

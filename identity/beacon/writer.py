@@ -27,6 +27,7 @@ from collections.abc import Callable, Sequence
 from ..calls import Call
 from ..engine import Engine
 from ..errors import ConfigurationError
+from .sync import Syncer
 
 __all__ = ["OnCommit", "Ticket", "Writer"]
 
@@ -161,6 +162,12 @@ class Writer:
         self._state = "busy"
         self._counts = {"calls": 0, "batches": 0, "failed": 0}
         self._committing_since: float | None = None
+        store = engine.store
+        self._syncer: Syncer[_Batch] | None = None
+        if store.durable and store.path not in ("", ":memory:") and not store.readonly:
+            # durability moves from SQLite's COMMIT to the syncer (see identity.beacon.sync)
+            store.conn.execute("PRAGMA synchronous=NORMAL")
+            self._syncer = Syncer(f"{store.path}-wal", self._synced, self._sync_idle)
         self._thread = threading.Thread(target=self._run, name="identity-writer", daemon=True)
         self._thread.start()
 
@@ -279,6 +286,15 @@ class Writer:
                     if remaining <= 0:
                         break
                     self._cond.wait(remaining)
+                # a commit made while the log is being synced would wait for the next sync
+                # anyway: gather calls until the sync is over (bounded by the commit timeout)
+                syncer = self._syncer
+                give_up = time.monotonic() + 1.0
+                while syncer is not None and syncer.busy and not self._ready and not self._closing:
+                    remaining = give_up - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    self._cond.wait(remaining)
             self._state = "busy"
             if self._ready:
                 return self._ready.popleft()
@@ -291,6 +307,7 @@ class Writer:
             while True:
                 batch = self._next()
                 if batch is None:
+                    self._stop_syncing()
                     return
                 self._commit(batch)
                 batch = None
@@ -337,11 +354,36 @@ class Writer:
             failed = frozenset(range(len(calls)))
         finally:
             self._committing_since = None
+        if failed or self._syncer is None:
+            self._release(batch, failed)
+        else:
+            self._syncer.put(batch)
+
+    def _sync_idle(self) -> None:
+        """Wake the writer if it holds a batch back until the sync under way is over."""
+        with self._cond:
+            if self._state == "filling":
+                self._cond.notify()
+
+    def _synced(self, batch: _Batch, failed: bool) -> None:
+        """Release a batch once the syncer has made it durable (or failed to)."""
+        self._release(batch, frozenset(range(len(batch.calls))) if failed else frozenset())
+
+    def _stop_syncing(self) -> None:
+        """Release what waits for a sync, and give durability back to SQLite's COMMIT."""
+        if self._syncer is None:
+            return
+        self._syncer.close()
+        with contextlib.suppress(sqlite3.Error):  # a closed engine needs nothing more
+            self.engine.store.conn.execute("PRAGMA synchronous=FULL")
+
+    def _release(self, batch: _Batch, failed: frozenset[int]) -> None:
+        """Count the batch, run the commit hook (the access log), wake its requests."""
         with self._cond:
             if failed:
                 self._counts["failed"] += len(failed)
             else:
-                self._counts["calls"] += len(calls)
+                self._counts["calls"] += len(batch.calls)
                 self._counts["batches"] += 1
         on_commit = self.on_commit
         if on_commit is not None:
