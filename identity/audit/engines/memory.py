@@ -100,6 +100,12 @@ class _Query:
     def rows(self, sql: str, *params: object) -> list[tuple]:  # type: ignore[type-arg]
         return self.conn.execute(sql, (self.tenant, self.bound, *params)).fetchall()
 
+    def stream(self, sql: str, *params: object) -> Iterator[tuple]:  # type: ignore[type-arg]
+        """Yield the rows one at a time (for results as long as the events or links)."""
+        cursor = self.conn.execute(sql, (self.tenant, self.bound, *params))
+        while batch := cursor.fetchmany(4096):
+            yield from batch
+
     def one(self, sql: str, *params: object) -> tuple:  # type: ignore[type-arg]
         return tuple(self.conn.execute(sql, (self.tenant, self.bound, *params)).fetchone())
 
@@ -153,7 +159,7 @@ def _members(q: _Query) -> None:
     ]
     for x in ids:
         found.add(x)
-    for a, b in q.rows(
+    for a, b in q.stream(
         f"SELECT l.a, l.b FROM links l JOIN identities i ON i.id = l.a WHERE {_IN} AND l.t <= ?2"
     ):
         found.union(a, b)
@@ -169,20 +175,22 @@ _QUARANTINE = "FROM quarantine i WHERE (?1 IS NULL OR i.tenant = ?1) AND i.recei
 
 
 def _retries(q: _Query) -> tuple[int, tuple[Retry, ...]]:
+    # only the retries leave SQL: the window runs over every event, Python sees the few
     sql = f"""
-        SELECT i.tenant, i.identity, e.name, e.td,
-            lag(e.td) OVER (PARTITION BY e.identity, e.name_key, e.properties ORDER BY e.td)
-        FROM events e JOIN identities i ON i.id = e.identity WHERE {_IN} AND e.t <= ?2
+        SELECT * FROM (
+            SELECT i.tenant, i.identity, e.name, e.td, lag(e.td) OVER (
+                PARTITION BY e.identity, e.name_key, e.properties ORDER BY e.td) AS previous
+            FROM events e JOIN identities i ON i.id = e.identity WHERE {_IN} AND e.t <= ?2
+        ) WHERE td - previous <= ?3
     """
     count = 0
     first: list[Retry] = []
-    for tenant, identity, name, td, previous in q.rows(sql):
-        if previous is not None and td - previous <= RETRY_WINDOW:
-            count += 1
-            first.append(Retry(tenant, identity, name, previous, td))
-            if len(first) > 4 * EXAMPLES:
-                first.sort(key=lambda r: (r.tenant, r.identity, r.t))
-                del first[EXAMPLES:]
+    for tenant, identity, name, td, previous in q.stream(sql, RETRY_WINDOW):
+        count += 1
+        first.append(Retry(tenant, identity, name, previous, td))
+        if len(first) > 4 * EXAMPLES:
+            first.sort(key=lambda r: (r.tenant, r.identity, r.t))
+            del first[EXAMPLES:]
     first.sort(key=lambda r: (r.tenant, r.identity, r.t))
     return count, tuple(first[:EXAMPLES])
 
@@ -234,7 +242,7 @@ def _linked(q: _Query) -> Iterator[tuple[int, list[tuple[int, int]], dict[int, b
     """Yield each person with at least one link: its row id, links and members' customer flags."""
     links: dict[int, list[tuple[int, int]]] = defaultdict(list)
     customer: dict[int, bool] = {}
-    for person, a, b, customer_a, customer_b in q.rows(
+    for person, a, b, customer_a, customer_b in q.stream(
         f"SELECT m.person, l.a, l.b, coalesce(i.customer_since <= ?2, 0), "
         f"coalesce(j.customer_since <= ?2, 0) FROM links l JOIN identities i ON i.id = l.a "
         f"JOIN identities j ON j.id = l.b JOIN audit_member m ON m.identity = l.a "
