@@ -61,7 +61,7 @@ def test_union_pairs_takes_an_iterator_and_refuses_odd_pairs(path: str) -> None:
     assert uf.name("c") == "a"
     assert uf.size("c") == 3
     with pytest.raises(ValueError, match="two items"):
-        UnionFind().union_pairs([("a", "b"), ("c",)])  # type: ignore[list-item]
+        UnionFind().union_pairs([("a", "b"), ("c",)])  # type: ignore[arg-type]
 
 
 def test_unordered_members_still_merge(path: str) -> None:
@@ -71,3 +71,16 @@ def test_unordered_members_still_merge(path: str) -> None:
     assert uf.name(3) == 3
     with pytest.raises(TypeError):
         uf.name(1)
+
+
+@settings(max_examples=100, deadline=None)
+@given(batch=pairs, singles=st.lists(names, max_size=5))
+def test_accelerated_sets_come_in_the_same_order(
+    batch: list[tuple[str, str]], singles: list[str]
+) -> None:
+    pytest.importorskip("numpy")
+    uf: UnionFind[str] = UnionFind(singles)
+    uf.union_pairs(batch)
+    expected = [sorted(s) for s in uf._sets_pure()]
+    assert [sorted(s) for s in uf._sets_numpy()] == expected
+    assert [sorted(s) for s in uf._sets_pure()] == expected  # compression kept the partition
