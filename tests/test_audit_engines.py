@@ -263,3 +263,11 @@ def test_native_reading_equals_the_reader_line_by_line(files: dict[str, list[str
     ((_, calls, fmt, _, native),) = engine_duckdb.read_calls(con, expand([files["mixed"][0]]))
     assert (calls, fmt) == (4000, "url")
     assert native > 0.9 * calls
+
+
+def test_spark_audit_is_refused_until_it_is_built(files: dict[str, list[str]]) -> None:
+    from identity.audit.engines import spark
+    from identity.errors import IdentityError
+
+    with pytest.raises(IdentityError, match="not built yet"):
+        spark.audit(files["hostile"])

@@ -93,7 +93,11 @@ _NUMBER = r"[0-9]{1,15}(\.[0-9]{0,15})?"
 
 
 def _dec(x: str) -> str:
-    return f"url_decode(replace({x}, '+', ' '))"
+    """Decode a key or value as ``calls._unquote`` does (``+`` is a space, ``%XX`` a byte)."""
+    return (
+        f"(CASE WHEN strpos({x}, '%') > 0 THEN url_decode(replace({x}, '+', ' ')) "
+        f"ELSE replace({x}, '+', ' ') END)"
+    )
 
 
 def _esc(x: str) -> str:
@@ -149,19 +153,18 @@ def _native_url_sql(path: str, blocked: Sequence[str]) -> str:
         columns = {{'text': 'VARCHAR'}}, header = false, delim = chr(1), quote = '',
         escape = '', auto_detect = false, strict_mode = false, max_line_size = {4 * MAX_LINE});
     DELETE FROM _lines WHERE text IS NULL OR regexp_full_match(text, '[ \t\n\r\x0b\x0c]*');
-    CREATE OR REPLACE TEMP TABLE _q AS
-    WITH a AS (
+    CREATE OR REPLACE TEMP TABLE _a AS
         SELECT line, text, regexp_extract(text, '([esa])\\?', 1) AS kind,
             list_filter(string_split(substr(text, strpos(text, '?') + 1), '&'), lambda x: x <> '')
             AS ps
         FROM _lines
         WHERE regexp_full_match(text, '{_SIMPLE.replace("'", "''")}')
-            AND strpos(text, '_td=') = 0 AND strpos(text, '_prop%3A') = 0
-    ), b AS (
+            AND strpos(text, '_td=') = 0 AND strpos(text, '_prop%3A') = 0;
+    CREATE OR REPLACE TEMP TABLE _b AS
         SELECT line, text, kind, list_transform(ps, lambda p: {_dec(key)}) AS ks,
             list_transform(ps, lambda p: {_dec(value)}) AS vs
-        FROM a WHERE len(ps) <= {MAX_PROPERTIES}
-    ), c AS (
+        FROM _a WHERE len(ps) <= {MAX_PROPERTIES};
+    CREATE OR REPLACE TEMP TABLE _c AS
         SELECT line, text, kind,
             coalesce(vs[list_position(ks, '_k')], $tenant) AS k, vs[list_position(ks, '_p')] AS p,
             vs[list_position(ks, '_n')] AS n, vs[list_position(ks, '_t')] AS tt,
@@ -169,15 +172,14 @@ def _native_url_sql(path: str, blocked: Sequence[str]) -> str:
             list_filter(list_zip(ks, vs), lambda x: kind <> 'a' AND NOT list_contains(
                 CASE WHEN kind = 'e' THEN ['_k', '_p', '_n', '_t', '_d']
                 ELSE ['_k', '_p', '_t', '_d'] END, x[1])) AS pv
-        FROM b WHERE len(list_distinct(ks)) = len(ks)
-    ), d AS (
+        FROM _b WHERE len(list_distinct(ks)) = len(ks);
+    CREATE OR REPLACE TEMP TABLE _d AS
         SELECT *, CAST(split_part(tt, '.', 1) AS BIGINT) AS num,
             list_sort(list_transform(pv, lambda x: {{
                 'k': lower(replace(replace(x[1], ',', ' '), ':', ' ')),
                 'n': replace(replace(x[1], ',', ' '), ':', ' '), 'v': x[2]}})) AS props
-        FROM c WHERE tt IS NULL OR regexp_full_match(tt, '{_NUMBER}')
-    )
-    SELECT *, {reason} AS reason FROM d
+        FROM _c WHERE tt IS NULL OR regexp_full_match(tt, '{_NUMBER}');
+    CREATE OR REPLACE TEMP TABLE _q AS SELECT *, {reason} AS reason FROM _d
     WHERE len(list_distinct(list_transform(props, lambda x: x.k))) = len(props);
     INSERT INTO _hard SELECT line, text FROM _lines WHERE line NOT IN (SELECT line FROM _q);
     INSERT INTO calls SELECT $input, line,

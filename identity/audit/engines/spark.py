@@ -12,15 +12,22 @@ pyspark is imported here only, and only when this module is; ``import identity``
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ...errors import IdentityError
+from ..model import Audit
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from pyspark.sql import DataFrame, SparkSession
 
-__all__ = ["SparkUnavailableError", "components", "local_session"]
+__all__ = [
+    "SparkAuditNotReadyError",
+    "SparkUnavailableError",
+    "audit",
+    "components",
+    "local_session",
+]
 
 
 class SparkUnavailableError(IdentityError):
@@ -153,3 +160,33 @@ def components(
         )
         out = _cut(out.unionAll(step))
     return out, rounds
+
+
+class SparkAuditNotReadyError(IdentityError):
+    """The Spark engine's whole audit is not built yet (its components are)."""
+
+
+def audit(
+    paths: Sequence[str],
+    *,
+    fmt: str = "auto",
+    tenant: str | None = None,
+    as_of: int | None = None,
+    default_tenant: str | None = None,
+    received: int | None = None,
+    master: str | None = None,
+    session: SparkSession | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> Audit:
+    """Audit files on Spark (not built yet: refused rather than answered differently).
+
+    Raises
+    ------
+    SparkAuditNotReadyError
+        Always, for now: only :func:`components` runs on Spark; use ``--engine duckdb``
+        (one machine, out of core) or ``--engine memory``.
+    """
+    raise SparkAuditNotReadyError(
+        "--engine spark: the whole audit on Spark is not built yet (its connected components "
+        "are, identity.audit.engines.spark.components); use --engine duckdb or memory"
+    )
