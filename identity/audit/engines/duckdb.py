@@ -460,39 +460,39 @@ def _largest(q: _Q) -> tuple[Largest, ...]:
 def _risks(q: _Q) -> tuple[int, int, list[tuple[int, Split]]]:
     """Count risky bridges and hubs; return the riskiest splits (person row, split).
 
-    The candidates are kept by the report's whole order (sizes, Customer IDs, then tenant,
-    person and the link's names), so ties at the cut are decided by names as the list is.
+    Candidates are kept by sizes and Customer IDs with every tie at the cut, then ordered by
+    the report's whole order (tenant, person and the link's names), so that ties are decided
+    by names as the list is.
     """
     links: dict[int, list[tuple[int, int]]] = defaultdict(list)
     customer: dict[int, bool] = {}
     degree: dict[int, int] = defaultdict(int)
-    names: dict[int, str] = {}
-    who: dict[int, tuple[str, str]] = {}
     cursor = q.con.execute(
         "SELECT m.root, l.a, l.b, coalesce(i.customer_since <= $bound, false), "
-        "coalesce(j.customer_since <= $bound, false), i.identity, j.identity, p.tenant, "
-        "p.person FROM links l JOIN identities i ON i.id = l.a JOIN identities j ON j.id = l.b "
-        "JOIN member m ON m.identity = l.a JOIN person p ON p.id = m.root "
-        f"WHERE {_IN} AND l.t <= $bound",
+        "coalesce(j.customer_since <= $bound, false) FROM links l "
+        "JOIN identities i ON i.id = l.a JOIN identities j ON j.id = l.b "
+        f"JOIN member m ON m.identity = l.a WHERE {_IN} AND l.t <= $bound",
         {"tenant": q.tenant, "bound": q.bound},
     )
     while rows := cursor.fetchmany(_BATCH):
-        for person, a, b, ca, cb, na, nb, tenant, shown in rows:
+        for person, a, b, ca, cb in rows:
             links[person].append((a, b))
             customer[a] = bool(ca)
             customer[b] = bool(cb)
-            names[a], names[b] = na, nb
-            who[person] = (tenant, shown)
             degree[a] += 1
             degree[b] += 1
     bridges = 0
     best: list[tuple[int, Split]] = []
 
-    def rank(item: tuple[int, Split]) -> tuple[Any, ...]:
-        person, split = item
-        a, b = sorted((names[split.a], names[split.b]))
-        return (-min(split.sizes), -min(split.customers), *who[person], a, b)
+    def rank(item: tuple[int, Split]) -> tuple[int, int]:
+        return (-min(item[1].sizes), -min(item[1].customers))
 
+    def prune() -> None:
+        best.sort(key=rank)
+        cut = rank(best[TOP - 1])
+        del best[next((i for i, x in enumerate(best) if rank(x) > cut), len(best)) :]
+
+    limit = 8 * TOP
     for person, edges in links.items():
         if len(edges) == 1:
             a, b = edges[0]
@@ -503,11 +503,28 @@ def _risks(q: _Q) -> tuple[int, int, list[tuple[int, Split]]]:
             if min(split.customers) > 0 or min(split.sizes) >= MIN_PART:
                 bridges += 1
                 best.append((person, split))
-        if len(best) > 8 * TOP:
-            best.sort(key=rank)
-            del best[TOP:]
-    best.sort(key=rank)
+        if len(best) > limit:
+            prune()
+            limit = 2 * len(best) + 8 * TOP
+    if len(best) > TOP:
+        prune()
     hubs = sum(1 for d in degree.values() if d >= HUB_LINKS)
+    if not best:
+        return bridges, hubs, best
+    ids = ",".join(str(x) for _, s in best for x in (s.a, s.b))
+    names = dict(q.rows(f"SELECT id, identity FROM identities WHERE id IN ({ids})"))
+    rows_ = ",".join(str(p) for p, _ in best)
+    who = {
+        r: (t, p)
+        for r, t, p in q.rows(f"SELECT id, tenant, person FROM person WHERE id IN ({rows_})")
+    }
+
+    def order(item: tuple[int, Split]) -> tuple[Any, ...]:
+        person, split = item
+        a, b = sorted((names[split.a], names[split.b]))
+        return (*rank(item), *who[person], a, b)
+
+    best.sort(key=order)
     return bridges, hubs, best[:TOP]
 
 
@@ -765,17 +782,24 @@ def audit(
                 progress=progress,
             )  # fmt: skip
             _store(con)
+            if progress is not None:
+                progress("calls folded (duplicates, links, identities)")
             bound = (1 << 63) - 1 if as_of is None else as_of
             rounds = _partition(con, bound, progress)
             if progress is not None:
                 progress(f"people: components in {rounds} rounds")
             q = _Q(con, tenant, bound)
+            say = progress or (lambda _: None)
             identities, never, people, sizes = _counts(q)
             bridges, hubs, best = _risks(q)
+            say(f"risky links: {bridges:,} bridges, {hubs:,} hubs")
             retries, retry_examples = _retries(q)
             junk, junk_examples = _junk(q)
             kinds, reasons, events, quarantined, days = _scan(q)
             span, timeline = _timeline(days)
+            largest = _largest(q)
+            riskiest = _merges(q, best, as_of)
+            say("report: done")
             totals: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0, 0])
             for column, counts in enumerate((identities, people, events, quarantined)):
                 for name, n in counts.items():
@@ -794,10 +818,10 @@ def audit(
                 identities=sum(identities.values()),
                 people=sum(people.values()),
                 sizes=sizes,
-                largest=_largest(q),
+                largest=largest,
                 bridges=bridges,
                 hubs=hubs,
-                riskiest=_merges(q, best, as_of),
+                riskiest=riskiest,
                 junk=junk,
                 junk_examples=junk_examples,
                 blocked_aliases=reasons.get("blocked_identity", 0),
