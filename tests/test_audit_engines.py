@@ -125,6 +125,7 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[str]]:
     hostile = _write(root / "hostile.txt", HOSTILE)
     crlf = _write(root / "crlf.txt", HOSTILE[:12], end="\r\n")
     hostile_gz = _write(root / "hostile.txt.gz", HOSTILE[5:30], gz=True)
+    unnamed_gz = _write(root / "calls-gzip-without-suffix", HOSTILE[:20], gz=True)
     bad = root / "bad.txt"
     bad.write_bytes(b"/e?_k=K&_p=\xff&_n=x\n/e?_k=K&_p=ok&_n=x\n")
     bom = root / "bom.txt"
@@ -159,7 +160,7 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[str]]:
     for path in (bad, bom):
         os.utime(path, (RECEIVED, RECEIVED))
     return {
-        "hostile": [hostile, crlf, hostile_gz, str(bad), str(bom)],
+        "hostile": [hostile, crlf, hostile_gz, unnamed_gz, str(bad), str(bom)],
         "formats": [km, jsonl, access, hostile],
         "mixed": [generated("mixed", 4000, 3), generated("junk", 1500, gz=True)],
         "chains": [generated("long_chain", 12_000), generated("power_law", 3000)],

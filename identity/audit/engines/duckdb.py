@@ -110,7 +110,7 @@ def _junk_form(x: str) -> str:
     return f"trim(trim(trim(lower({x})), '\"''`'))"
 
 
-def _native_url_sql(path: str, blocked: Sequence[str]) -> str:
+def _native_url_sql(path: str, blocked: Sequence[str], *, gz: bool = False) -> str:
     """Return the SQL that reads a url file into ``calls`` (the simple lines only).
 
     Parameters: ``$input, $name, $received, $tenant``. The lines it does not decide are
@@ -151,7 +151,8 @@ def _native_url_sql(path: str, blocked: Sequence[str]) -> str:
     CREATE OR REPLACE TEMP TABLE _lines AS
     SELECT row_number() OVER () AS line, text FROM read_csv('{quoted}',
         columns = {{'text': 'VARCHAR'}}, header = false, delim = chr(1), quote = '',
-        escape = '', auto_detect = false, strict_mode = false, max_line_size = {4 * MAX_LINE});
+        escape = '', auto_detect = false, strict_mode = false, max_line_size = {4 * MAX_LINE},
+        compression = '{"gzip" if gz else "none"}');
     DELETE FROM _lines WHERE text IS NULL OR regexp_full_match(text, '[ \t\n\r\x0b\x0c]*');
     CREATE OR REPLACE TEMP TABLE _a AS
         SELECT line, text, regexp_extract(text, '([esa])\\?', 1) AS kind,
@@ -290,7 +291,8 @@ def read_calls(
         if native and found == "url" and path != "-" and _plain_text(path):
             con.execute("CREATE OR REPLACE TABLE _hard (line BIGINT, text VARCHAR)")
             params = {"input": index, "name": item.name, "received": when, "tenant": default_tenant}
-            for statement in _split(_native_url_sql(path, sorted(DEFAULT_RULES.blocked))):
+            script = _native_url_sql(path, sorted(DEFAULT_RULES.blocked), gz=_is_gzip(path))
+            for statement in _split(script):
                 used = {k: v for k, v in params.items() if f"${k}" in statement}
                 con.execute(statement, used)
             native_n = _count(con, "calls") - before
