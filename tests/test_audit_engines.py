@@ -272,3 +272,18 @@ def test_spark_audit_is_refused_until_it_is_built(files: dict[str, list[str]]) -
 
     with pytest.raises(IdentityError, match="not built yet"):
         spark.audit(files["hostile"])
+
+
+def test_duckdb_audit_of_stdin(
+    files: dict[str, list[str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import io
+    import sys
+
+    data = Path(files["hostile"][0]).read_bytes()
+    want = engine_duckdb.audit(files["hostile"][:1], received=RECEIVED)
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data)))
+    got = engine_duckdb.audit(["-"], received=RECEIVED)
+    assert got.kinds == want.kinds
+    assert got.quarantine == want.quarantine
+    assert (got.identities, got.people) == (want.identities, want.people)

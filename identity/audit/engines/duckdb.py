@@ -284,11 +284,12 @@ def read_calls(
     con.execute(_CALLS_DDL)
     read: list[tuple[str, int, str, int, int]] = []
     for index, item in enumerate(inputs):
-        with Reader(item, fmt=fmt, tenant=default_tenant, received=received) as reader:
-            found, when = reader.format, reader.received
+        reader = Reader(item, fmt=fmt, tenant=default_tenant, received=received)
+        found, when = reader.format, reader.received
         path = item.path
         before = _count(con, "calls")
         if native and found == "url" and path != "-" and _plain_text(path):
+            reader.close()
             con.execute("CREATE OR REPLACE TABLE _hard (line BIGINT, text VARCHAR)")
             params = {"input": index, "name": item.name, "received": when, "tenant": default_tenant}
             script = _native_url_sql(path, sorted(DEFAULT_RULES.blocked), gz=_is_gzip(path))
@@ -311,7 +312,7 @@ def read_calls(
             con.execute("DROP TABLE _hard")
         else:
             native_n = 0
-            with Reader(item, fmt=fmt, tenant=default_tenant, received=received) as reader:
+            with reader:  # the reader that sniffed it (stdin cannot be read twice)
                 batch = []
                 for call in reader:
                     batch.append(_row(index, _line_of(call.source), call))
