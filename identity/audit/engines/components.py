@@ -1,24 +1,24 @@
-"""Connected components in few rounds at any diameter: large-star / small-star in SQL.
+"""Connected components in few rounds at any diameter: randomized contraction in SQL.
 
-Kiveris et al., "Connected Components in MapReduce and Beyond" (SoCC 2014). Nodes are
-integers (identities are numbered first, by :func:`number_identities`, never hashed, so two
-identities never share a number). Edges are kept as ``(hi, lo)`` pairs with ``hi > lo``; one
-round is a *large-star* then a *small-star*, each one aggregate and one join:
+Bögeholz, Brand and Todor, "In-Database Connected Component Analysis" (ICDE 2020). Nodes are
+integers: the engines number identities with ``row_number`` over the distinct strings, never
+with a hash, so two identities never share a number. Each round
 
-* large-star: every node ``u`` finds ``m(u)``, the smallest of itself and its neighbours, and
-  each neighbour larger than ``u`` is linked to ``m(u)`` instead;
-* small-star: every node ``u`` finds ``m(u)``, the smallest of itself and its smaller
-  neighbours, and those neighbours and ``u`` are linked to ``m(u)``.
+1. orders the nodes by a fresh hash of the round (ties by number: a hash collision changes
+   the order, never the answer) and moves every node to the first of itself and its
+   neighbours;
+2. follows the moves to their end by pointer jumping (each jump one self-join of the moves),
+   so that every moved node lands on a node that stays: a local minimum of the order;
+3. relabels the links with the moves, dropping the self-loops and duplicates this makes.
 
-Both keep the components, and the edge set becomes a set of stars (each node linked to its
-component's smallest node) in ``O(log^2 n)`` rounds, in practice a handful whatever the length
-of the longest chain (plain min-label propagation needs one round per link of it). The loop
-stops at the first round whose result is a set of stars: every ``hi`` has one ``lo`` and no
-``lo`` is a ``hi``.
+The nodes left are the local minima, a constant fraction, so there are ``O(log n)`` rounds
+and ``O(m)`` work in all whatever the graph's diameter (plain min-label propagation needs one
+round per link of the longest chain). Measured: 7 rounds at 1M links in chains of 500,
+8 at 10M, 10 to 11 for chains of 50,000. The moves are composed backwards at the end.
 
 This module has the DuckDB form (SQL over a connection the caller owns) and a pure-Python
-reference used by tests; the Spark form (the same two steps on DataFrames) lives in
-:mod:`identity.audit.engines.spark`.
+reference for tests; the Spark form (the same steps on DataFrames, the plan cut after each)
+lives in :mod:`identity.audit.engines.spark`.
 """
 
 from __future__ import annotations

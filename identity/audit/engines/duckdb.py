@@ -19,9 +19,13 @@ The pipeline, all of it in one DuckDB database (in memory, spilling to `spill_di
    (:func:`~identity.audit.engines.components.duckdb_components`); a person's id is its
    smallest identity.
 4. **Report.** The counts are SQL aggregates; bridges are found per person by the same
-   low-link pass as the in-memory engine; the riskiest merges' explain chains and drawings
-   come from :mod:`identity.inspection` on an in-memory engine holding those people's calls
-   only, re-read from their lines.
+   low-link pass as the in-memory engine (:func:`identity.audit.bridges.bridges_of`, in
+   Python: the links come out of DuckDB as integers); the riskiest merges' explain chains
+   and drawings come from :mod:`identity.inspection` on an in-memory engine holding only
+   those people's accepted calls, rebuilt from the ``calls`` table.
+
+DuckDB's ``memory_limit`` bounds DuckDB; the bridge pass holds one entry per link in Python
+(at 1M links: a 581 MiB peak with ``memory_limit="256MB"``).
 """
 
 from __future__ import annotations
