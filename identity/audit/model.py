@@ -325,7 +325,8 @@ class Audit:
         Risky links (bridges with two sizeable parts) and hub identities (``hub_links`` or
         more links).
     riskiest : tuple of Merge
-        The :data:`TOP` riskiest merges: most even split first.
+        The :data:`TOP` riskiest merges: most even split first, then by (tenant, person,
+        link.a, link.b).
     junk : int
         Stored identities the block list matches; ``junk_examples`` the most active.
     blocked_aliases : int

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import tempfile
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
@@ -280,14 +281,21 @@ def read_calls(
 ) -> list[tuple[str, int, str, int, int]]:
     """Read `inputs` into the table ``calls`` of `con`.
 
-    Returns ``(name, calls, format, received, decided in SQL)`` per input.
+    Returns ``(real path or "-", calls, format, received, decided in SQL)`` per input.
 
     Query-string lines that the SQL rules decide are parsed in DuckDB (unless `native` is
     false); every other line by identity's own parser, as ``identity ingest`` reads it.
     """
     con.execute(_CALLS_DDL)
     read: list[tuple[str, int, str, int, int]] = []
+    seen: set[str] = set()
     for index, item in enumerate(inputs):
+        # named as `identity ingest` records inputs (the real path; stdin is not recorded),
+        # and a file given twice is read once, as ingest skips an input already read
+        key = "-" if item.path == "-" else os.path.realpath(item.path)
+        if key != "-" and key in seen:
+            continue
+        seen.add(key)
         reader = Reader(item, fmt=fmt, tenant=default_tenant, received=received)
         found, when = reader.format, reader.received
         path = item.path
@@ -330,7 +338,9 @@ def read_calls(
                         "INSERT INTO calls VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", batch
                     )
         calls = _count(con, "calls") - before
-        read.append((item.name, calls, found, when, native_n))
+        if key == "-" and reader.content is not None:
+            key = f"<stdin {reader.content}>"  # as ingest remembers a whole small stdin
+        read.append((key, calls, found, when, native_n))
         if progress is not None:
             progress(f"{item.name}: {calls:,} calls read ({found}, {native_n:,} in SQL)")
     return read
@@ -677,7 +687,7 @@ def _people_engine(q: _Q, persons: Sequence[int]) -> Engine:
 
 def _merges(q: _Q, best: list[tuple[int, Split]], as_of: int | None) -> tuple[Merge, ...]:
     from ...inspection import explain, person_graph
-    from .memory import _ends
+    from .memory import ends_of
 
     if not best:
         return ()
@@ -707,7 +717,7 @@ def _merges(q: _Q, best: list[tuple[int, Split]], as_of: int | None) -> tuple[Me
         graph = person_graph(engine, tenant, person, as_of=as_of)
         data = graph.edges[a, b]
         link = Link(a, b, int(data["t"]), int(data["sent"]), data["source"])
-        ends = _ends(graph, a, b)
+        ends = ends_of(graph, a, b)
         why = explain(engine, tenant, ends[0], ends[1], as_of=as_of)
         chain = tuple(Link(x.start, x.end, x.t, x.sent, x.source) for x in why.chain)
         drawing = None
@@ -813,7 +823,8 @@ def audit(
                     totals[name][column] = n
             calls: dict[str, int] = defaultdict(int)
             for name, n, *_ in read:
-                calls[name] += n
+                if name != "-":
+                    calls[name] += n
             return Audit(
                 tenant=tenant,
                 as_of=as_of,

@@ -255,6 +255,20 @@ def _linked(q: _Query) -> Iterator[tuple[int, list[tuple[int, int]], dict[int, b
         yield person, edges, customer
 
 
+def _cut(
+    best: list[tuple[int, Split]], rank: Callable[[tuple[int, Split]], tuple[int, int]]
+) -> list[tuple[int, Split]]:
+    """Keep the TOP best by rank and every one tied with the last (names break ties later)."""
+    if len(best) <= TOP:
+        return best
+    best.sort(key=rank)
+    last = rank(best[TOP - 1])
+    end = TOP
+    while end < len(best) and rank(best[end]) == last:
+        end += 1
+    return best[:end]
+
+
 def _risks(q: _Query) -> tuple[int, int, list[tuple[int, Split]]]:
     """Count risky bridges and hubs; return the riskiest splits (person row, split)."""
     bridges = 0
@@ -280,13 +294,13 @@ def _risks(q: _Query) -> tuple[int, int, list[tuple[int, Split]]]:
                 bridges += 1
                 best.append((person, split))
         if len(best) > 8 * TOP:
-            best.sort(key=rank)
-            del best[2 * TOP :]  # ties are broken by names below, so keep a margin
+            best = _cut(best, rank)
+    best = _cut(best, rank)
     hubs = sum(1 for d in degree.values() if d >= HUB_LINKS)
     return bridges, hubs, best
 
 
-def _ends(graph: nx.Graph, a: str, b: str) -> tuple[str, str]:
+def ends_of(graph: nx.Graph, a: str, b: str) -> tuple[str, str]:
     """Return each side's representative once link a-b is cut.
 
     That is its smallest Customer ID, else its smallest identity.
@@ -327,13 +341,13 @@ def _merges(q: _Query, engine: Engine, best: list[tuple[int, Split]]) -> tuple[M
         if names[split.a] > names[split.b]:  # the model's link runs from the smaller name
             split = split.flipped()
         found.append((tenant, person, int(size), names[split.a], names[split.b], split))
-    found.sort(key=lambda f: (-min(f[5].sizes), -min(f[5].customers), f[0], f[1], f[3]))
+    found.sort(key=lambda f: (-min(f[5].sizes), -min(f[5].customers), f[0], f[1], f[3], f[4]))
     merges = []
     for tenant, person, size, a, b, split in found[:TOP]:
         graph = person_graph(engine, tenant, person, as_of=q.as_of)
         data = graph.edges[a, b]
         link = Link(a, b, int(data["t"]), int(data["sent"]), data["source"])
-        ends = _ends(graph, a, b)
+        ends = ends_of(graph, a, b)
         why = explain(engine, tenant, ends[0], ends[1], as_of=q.as_of)
         chain = tuple(Link(x.start, x.end, x.t, x.sent, x.source) for x in why.chain)
         drawing = None
