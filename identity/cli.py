@@ -216,6 +216,12 @@ def _progress(job: Ingest, quiet: bool) -> Iterator[Callable[[Ingest], None] | N
 )
 @click.option("--batch-size", type=click.IntRange(min=1), default=10_000, show_default=True)
 @click.option(
+    "--cache-size",
+    default=None,
+    metavar="SIZE",
+    help="SQLite page cache, e.g. 1GiB [default: $IDENTITY_CACHE_SIZE or 256MiB].",
+)
+@click.option(
     "--force",
     is_flag=True,
     help="Read files again that were already ingested (duplicates collapse).",
@@ -234,6 +240,7 @@ def ingest(
     fmt: FormatOrAuto,  # checked by click.Choice
     received: int | None,
     batch_size: int,
+    cache_size: str | None,
     force: bool,
     quiet: bool,
     as_json: bool,
@@ -250,7 +257,7 @@ def ingest(
     # synchronous=NORMAL: every committed batch survives a killed process; after a power
     # loss the last batches roll back together with the recorded input positions, and the
     # same command reads them again
-    with Engine(db, create=True, durable=False) as engine:
+    with Engine(db, create=True, durable=False, cache_size=cache_size) as engine:
         ingest_inputs(
             engine, inputs, fmt=fmt, tenant=tenant, received=received, force=force,
             batch_size=batch_size, quiet=quiet, as_json=as_json,
@@ -888,6 +895,12 @@ def demo(db: str | None, html_path: str) -> None:
     type=click.Path(dir_okay=False, allow_dash=True),
     help="Append a Combined Log Format access log here (-: stderr).",
 )
+@click.option(
+    "--cache-size",
+    default=None,
+    metavar="SIZE",
+    help="SQLite page cache, e.g. 1GiB [default: $IDENTITY_CACHE_SIZE or 256MiB].",
+)
 def serve(
     db: str,
     host: str,
@@ -897,6 +910,7 @@ def serve(
     batch_size: int,
     max_wait_ms: float,
     access_log: str,
+    cache_size: str | None,
 ) -> None:
     """Run the beacon: answer /e, /s and /a over HTTP, committing every call to the database.
 
@@ -911,7 +925,7 @@ def serve(
 
     rules = rules_for_keys(keys)
     with (
-        Engine(db, create=True, rules=rules) as engine,
+        Engine(db, create=True, rules=rules, cache_size=cache_size) as engine,
         nullcontext(sys.stderr)
         if access_log == "-"
         else open(access_log, "a", encoding="utf-8") as log,
