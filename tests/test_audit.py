@@ -445,3 +445,29 @@ def test_a_tenant_name_with_quotes_is_only_a_value(tmp_path: Path) -> None:
     assert (report.identities, report.people) == (2, 1)
     assert audit_database(engine, "x").people == 0
     assert engine.check()["identities"] == 4
+
+
+def test_an_audit_reads_one_snapshot_while_a_writer_commits(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch committed by another connection in the middle of an audit is not half-seen."""
+    from identity.audit.engines import memory
+
+    path = str(tmp_path / "live.db")
+    engine = Engine(path, create=True)
+    engine.alias("K", "a", "b", t=1)
+    writer = Engine(path)
+    real = memory._retries
+
+    def meanwhile(q: memory._Query) -> object:
+        writer.alias("K", "c", "d", t=2)  # committed between the audit's queries
+        writer.record("K", "c", "Seen", t=2)
+        return real(q)
+
+    monkeypatch.setattr(memory, "_retries", meanwhile)
+    report = audit_database(engine)
+    assert (report.identities, report.people) == (2, 1)
+    assert [k.stored for k in report.kinds] == [0, 0, 1]
+    assert [t.events for t in report.tenants] == [0]
+    monkeypatch.setattr(memory, "_retries", real)
+    assert audit_database(engine).identities == 4  # the next audit sees it

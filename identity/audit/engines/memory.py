@@ -492,6 +492,10 @@ def audit_database(engine: Engine, tenant: str | None = None, as_of: int | None 
     # identities the audit holds, not the calls (the store keeps temp data in memory)
     temp_store = q.conn.execute("PRAGMA temp_store").fetchone()[0]
     q.conn.execute("PRAGMA temp_store=FILE")
+    # one read transaction: every query sees the same snapshot, even while a writer commits
+    snapshot = not q.conn.in_transaction
+    if snapshot:
+        q.conn.execute("BEGIN")
     _members(q)
     try:
         counts = _Counts(q)
@@ -526,6 +530,8 @@ def audit_database(engine: Engine, tenant: str | None = None, as_of: int | None 
         )
     finally:
         _drop(q.conn)
+        if snapshot:
+            q.conn.execute("ROLLBACK")
         q.conn.execute(f"PRAGMA temp_store={int(temp_store)}")
 
 
