@@ -9,8 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
-__all__ = ["Split", "bridges_of"]
+T = TypeVar("T")
+
+__all__ = ["Split", "bridges_of", "evenest"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +51,10 @@ def bridges_of(edges: Sequence[tuple[int, int]], customer: Mapping[int, bool]) -
     >>> sorted((s.a, s.b, s.sizes, s.customers) for s in splits)
     [(3, 4, (3, 2), (1, 1)), (4, 5, (4, 1), (1, 1))]
     """
+    if len(edges) == 1 and edges[0][0] != edges[0][1]:  # most people: one link, no search
+        a, b = edges[0]
+        yield Split(a, b, (1, 1), (int(bool(customer.get(a))), int(bool(customer.get(b)))))
+        return
     adjacent: dict[int, list[tuple[int, int]]] = {}
     seen: set[tuple[int, int]] = set()
     for index, (a, b) in enumerate(edges):
@@ -103,3 +110,28 @@ def bridges_of(edges: Sequence[tuple[int, int]], customer: Mapping[int, bool]) -
             else:
                 yield Split(a, b, (outside, inside), (outside_customers, inside_customers))
         found.clear()
+
+
+def _rank(item: tuple[T, Split]) -> tuple[int, int]:
+    return (-min(item[1].sizes), -min(item[1].customers))
+
+
+def evenest(splits: list[tuple[T, Split]], top: int) -> list[tuple[T, Split]]:
+    """Keep the `top` most even splits and every one tied with the last of them.
+
+    The ties are kept because names, which the caller may not have yet, break them.
+
+    Examples
+    --------
+    >>> even, uneven = Split(1, 2, (2, 2), (1, 1)), Split(3, 4, (1, 3), (1, 1))
+    >>> [p for p, _ in evenest([("x", uneven), ("y", even), ("z", even)], 1)]
+    ['y', 'z']
+    """
+    if len(splits) <= top:
+        return splits
+    splits.sort(key=_rank)
+    last = _rank(splits[top - 1])
+    end = top
+    while end < len(splits) and _rank(splits[end]) == last:
+        end += 1
+    return splits[:end]

@@ -42,20 +42,17 @@ from ...calls import DEFAULT_RULES, MAX_NAME_LENGTH, MAX_PROPERTIES, MAX_TIME, C
 from ...errors import IdentityError
 from ...io.formats import BOM, Context, FormatOrAuto, parser
 from ...io.sources import MAX_LINE, Input, Reader, expand
-from ..bridges import Split, bridges_of
+from ..bridges import Split, bridges_of, evenest
 from ..model import (
-    DRAW_LIMIT,
     EXAMPLES,
     KINDS,
     RETRY_WINDOW,
     TOP,
     Audit,
     Bucket,
-    Drawing,
     Junk,
     KindCount,
     Largest,
-    Link,
     Merge,
     Reason,
     Retry,
@@ -501,30 +498,16 @@ def _risks(q: _Q) -> tuple[int, int, list[tuple[int, Split]]]:
     bridges = 0
     best: list[tuple[int, Split]] = []
 
-    def rank(item: tuple[int, Split]) -> tuple[int, int]:
-        return (-min(item[1].sizes), -min(item[1].customers))
-
-    def prune() -> None:
-        best.sort(key=rank)
-        cut = rank(best[TOP - 1])
-        del best[next((i for i, x in enumerate(best) if rank(x) > cut), len(best)) :]
-
     limit = 8 * TOP
     for person, edges in links.items():
-        if len(edges) == 1:
-            a, b = edges[0]
-            splits: Any = [Split(a, b, (1, 1), (int(customer[a]), int(customer[b])))]
-        else:
-            splits = bridges_of(edges, customer)
-        for split in splits:
+        for split in bridges_of(edges, customer):
             if min(split.customers) > 0 or min(split.sizes) >= MIN_PART:
                 bridges += 1
                 best.append((person, split))
         if len(best) > limit:
-            prune()
+            best = evenest(best, TOP)
             limit = 2 * len(best) + 8 * TOP
-    if len(best) > TOP:
-        prune()
+    best = evenest(best, TOP)
     hubs = sum(1 for d in degree.values() if d >= HUB_LINKS)
     if not best:
         return bridges, hubs, best
@@ -539,7 +522,7 @@ def _risks(q: _Q) -> tuple[int, int, list[tuple[int, Split]]]:
     def order(item: tuple[int, Split]) -> tuple[Any, ...]:
         person, split = item
         a, b = sorted((names[split.a], names[split.b]))
-        return (*rank(item), *who[person], a, b)
+        return (-min(split.sizes), -min(split.customers), *who[person], a, b)
 
     best.sort(key=order)
     return bridges, hubs, best[:TOP]
@@ -686,8 +669,7 @@ def _people_engine(q: _Q, persons: Sequence[int]) -> Engine:
 
 
 def _merges(q: _Q, best: list[tuple[int, Split]], as_of: int | None) -> tuple[Merge, ...]:
-    from ...inspection import explain, person_graph
-    from .memory import ends_of
+    from .memory import merge_of
 
     if not best:
         return ()
@@ -712,36 +694,12 @@ def _merges(q: _Q, best: list[tuple[int, Split]], as_of: int | None) -> tuple[Me
     found.sort(key=lambda f: (-min(f[5].sizes), -min(f[5].customers), f[0], f[1], f[3], f[4]))
     top = found[:TOP]
     engine = _people_engine(q, sorted({f[6] for f in top}))
-    merges = []
-    for tenant, person, size, a, b, split, _ in top:
-        graph = person_graph(engine, tenant, person, as_of=as_of)
-        data = graph.edges[a, b]
-        link = Link(a, b, int(data["t"]), int(data["sent"]), data["source"])
-        ends = ends_of(graph, a, b)
-        why = explain(engine, tenant, ends[0], ends[1], as_of=as_of)
-        chain = tuple(Link(x.start, x.end, x.t, x.sent, x.source) for x in why.chain)
-        drawing = None
-        if graph.number_of_nodes() <= DRAW_LIMIT:
-            drawing = Drawing(
-                tuple(sorted((n, bool(d.get("customer"))) for n, d in graph.nodes(data=True))),
-                tuple(sorted((min(x, y), max(x, y)) for x, y in graph.edges)),
-            )
-        merges.append(
-            Merge(
-                tenant,
-                person,
-                size,
-                link,
-                split.sizes,
-                split.customers,
-                ends,
-                int(why.joined_at or 0),
-                chain,
-                drawing,
-            )
-        )
+    merges = tuple(
+        merge_of(engine, tenant, person, size, split, (a, b), as_of)
+        for tenant, person, size, a, b, split, _ in top
+    )
     engine.close()
-    return tuple(merges)
+    return merges
 
 
 def audit(

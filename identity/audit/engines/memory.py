@@ -23,7 +23,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
 from ...core import UnionFind
-from ..bridges import Split, bridges_of
+from ..bridges import Split, bridges_of, evenest
 from ..model import (
     DRAW_LIMIT,
     EXAMPLES,
@@ -255,47 +255,24 @@ def _linked(q: _Query) -> Iterator[tuple[int, list[tuple[int, int]], dict[int, b
         yield person, edges, customer
 
 
-def _cut(
-    best: list[tuple[int, Split]], rank: Callable[[tuple[int, Split]], tuple[int, int]]
-) -> list[tuple[int, Split]]:
-    """Keep the TOP best by rank and every one tied with the last (names break ties later)."""
-    if len(best) <= TOP:
-        return best
-    best.sort(key=rank)
-    last = rank(best[TOP - 1])
-    end = TOP
-    while end < len(best) and rank(best[end]) == last:
-        end += 1
-    return best[:end]
-
-
 def _risks(q: _Query) -> tuple[int, int, list[tuple[int, Split]]]:
     """Count risky bridges and hubs; return the riskiest splits (person row, split)."""
     bridges = 0
     best: list[tuple[int, Split]] = []
     degree: dict[int, int] = defaultdict(int)
 
-    def rank(item: tuple[int, Split]) -> tuple[int, int]:
-        return (-min(item[1].sizes), -min(item[1].customers))
-
     for person, edges, customer in _linked(q):
         for a, b in edges:
             if a != b:
                 degree[a] += 1
                 degree[b] += 1
-        splits = (
-            [Split(edges[0][0], edges[0][1], (1, 1), (int(customer[edges[0][0]]),
-                   int(customer[edges[0][1]])))]
-            if len(edges) == 1 and edges[0][0] != edges[0][1]
-            else bridges_of(edges, customer)
-        )  # fmt: skip
-        for split in splits:
+        for split in bridges_of(edges, customer):
             if min(split.customers) > 0 or min(split.sizes) >= MIN_PART:
                 bridges += 1
                 best.append((person, split))
         if len(best) > 8 * TOP:
-            best = _cut(best, rank)
-    best = _cut(best, rank)
+            best = evenest(best, TOP)
+    best = evenest(best, TOP)
     hubs = sum(1 for d in degree.values() if d >= HUB_LINKS)
     return bridges, hubs, best
 
@@ -318,8 +295,6 @@ def ends_of(graph: nx.Graph, a: str, b: str) -> tuple[str, str]:
 
 def _merges(q: _Query, engine: Engine, best: list[tuple[int, Split]]) -> tuple[Merge, ...]:
     """Return the riskiest merges, with names, link details, explain chains and drawings."""
-    from ...inspection import explain, person_graph
-
     if not best:
         return ()
     rows = {x for _, s in best for x in (s.a, s.b)}
@@ -342,35 +317,51 @@ def _merges(q: _Query, engine: Engine, best: list[tuple[int, Split]]) -> tuple[M
             split = split.flipped()
         found.append((tenant, person, int(size), names[split.a], names[split.b], split))
     found.sort(key=lambda f: (-min(f[5].sizes), -min(f[5].customers), f[0], f[1], f[3], f[4]))
-    merges = []
-    for tenant, person, size, a, b, split in found[:TOP]:
-        graph = person_graph(engine, tenant, person, as_of=q.as_of)
-        data = graph.edges[a, b]
-        link = Link(a, b, int(data["t"]), int(data["sent"]), data["source"])
-        ends = ends_of(graph, a, b)
-        why = explain(engine, tenant, ends[0], ends[1], as_of=q.as_of)
-        chain = tuple(Link(x.start, x.end, x.t, x.sent, x.source) for x in why.chain)
-        drawing = None
-        if graph.number_of_nodes() <= DRAW_LIMIT:
-            drawing = Drawing(
-                tuple(sorted((n, bool(d.get("customer"))) for n, d in graph.nodes(data=True))),
-                tuple(sorted((min(x, y), max(x, y)) for x, y in graph.edges)),
-            )
-        merges.append(
-            Merge(
-                tenant,
-                person,
-                size,
-                link,
-                split.sizes,
-                split.customers,
-                ends,
-                int(why.joined_at or 0),
-                chain,
-                drawing,
-            )
+    return tuple(
+        merge_of(engine, tenant, person, size, split, (a, b), q.as_of)
+        for tenant, person, size, a, b, split in found[:TOP]
+    )
+
+
+def merge_of(
+    engine: Engine,
+    tenant: str,
+    person: str,
+    size: int,
+    split: Split,
+    link: tuple[str, str],
+    as_of: int | None,
+) -> Merge:
+    """Describe one risky merge: its link, explain chain and drawing, from `engine`.
+
+    `split` is the bridge (row ids) whose names are `link`, the smaller first. Every engine
+    calls this for the merges it ranks riskiest, on an engine holding at least those people.
+    """
+    from ...inspection import explain, person_graph
+
+    a, b = link
+    graph = person_graph(engine, tenant, person, as_of=as_of)
+    data = graph.edges[a, b]
+    ends = ends_of(graph, a, b)
+    why = explain(engine, tenant, ends[0], ends[1], as_of=as_of)
+    drawing = None
+    if graph.number_of_nodes() <= DRAW_LIMIT:
+        drawing = Drawing(
+            tuple(sorted((n, bool(d.get("customer"))) for n, d in graph.nodes(data=True))),
+            tuple(sorted((min(x, y), max(x, y)) for x, y in graph.edges)),
         )
-    return tuple(merges)
+    return Merge(
+        tenant=tenant,
+        person=person,
+        size=size,
+        link=Link(a, b, int(data["t"]), int(data["sent"]), data["source"]),
+        sizes=split.sizes,
+        customers=split.customers,
+        ends=ends,
+        joined_at=int(why.joined_at or 0),
+        chain=tuple(Link(x.start, x.end, x.t, x.sent, x.source) for x in why.chain),
+        drawing=drawing,
+    )
 
 
 def _junk(q: _Query, is_blocked: Callable[[str], bool]) -> tuple[int, tuple[Junk, ...]]:
