@@ -18,14 +18,16 @@ The pipeline, all of it in one DuckDB database (in memory, spilling to `spill_di
    collisions) and their components found by randomized contraction
    (:func:`~identity.audit.engines.components.duckdb_components`); a person's id is its
    smallest identity.
-4. **Report.** The counts are SQL aggregates; bridges are found per person by the same
-   low-link pass as the in-memory engine (:func:`identity.audit.bridges.bridges_of`, in
-   Python: the links come out of DuckDB as integers); the riskiest merges' explain chains
+4. **Report.** The counts are SQL aggregates; the links come out of DuckDB as NumPy arrays
+   and every person's bridges are found at once by
+   :func:`identity.audit.bulk_bridges.bulk_bridges` (a compiled depth-first search and
+   vector steps; equal, link for link, to the in-memory engine's
+   :func:`~identity.audit.bridges.bridges_of`); the riskiest merges' explain chains
    and drawings come from :mod:`identity.inspection` on an in-memory engine holding only
    those people's accepted calls, rebuilt from the ``calls`` table.
 
-DuckDB's ``memory_limit`` bounds DuckDB; the bridge pass holds one entry per link in Python
-(at 1M links: a 581 MiB peak with ``memory_limit="256MB"``).
+DuckDB's ``memory_limit`` bounds DuckDB; the bridge pass holds its arrays, about 100 bytes
+a link, outside it.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ from ...calls import DEFAULT_RULES, MAX_NAME_LENGTH, MAX_PROPERTIES, MAX_TIME, C
 from ...errors import IdentityError
 from ...io.formats import BOM, Context, FormatOrAuto, parser
 from ...io.sources import MAX_LINE, Input, Reader, expand
-from ..bridges import Split, bridges_of, evenest
+from ..bridges import Split
 from ..model import (
     EXAMPLES,
     KINDS,
@@ -74,7 +76,7 @@ _BATCH = 20_000
 
 
 class DuckDBUnavailableError(IdentityError):
-    """duckdb is not installed."""
+    """duckdb (or numpy or scipy, which its bridge pass uses) is not installed."""
 
 
 _CALLS_DDL = """
@@ -169,7 +171,7 @@ def _native_url_sql(path: str, blocked: Sequence[str], *, gz: bool = False) -> s
         FROM _a WHERE len(ps) <= {MAX_PROPERTIES};
     CREATE OR REPLACE TEMP TABLE _c AS
         SELECT line, text, kind,
-            coalesce(vs[list_position(ks, '_k')], $tenant) AS k, vs[list_position(ks, '_p')] AS p,
+            vs[list_position(ks, '_k')] AS k, vs[list_position(ks, '_p')] AS p,
             vs[list_position(ks, '_n')] AS n, vs[list_position(ks, '_t')] AS tt,
             vs[list_position(ks, '_d')] AS dd,
             list_filter(list_zip(ks, vs), lambda x: kind <> 'a' AND NOT list_contains(
@@ -182,7 +184,8 @@ def _native_url_sql(path: str, blocked: Sequence[str], *, gz: bool = False) -> s
                 'k': lower(replace(replace(x[1], ',', ' '), ':', ' ')),
                 'n': replace(replace(x[1], ',', ' '), ':', ' '), 'v': x[2]}})) AS props
         FROM _c WHERE tt IS NULL OR regexp_full_match(tt, '{_NUMBER}');
-    CREATE OR REPLACE TEMP TABLE _q AS SELECT *, {reason} AS reason FROM _d
+    CREATE OR REPLACE TEMP TABLE _q AS SELECT *, {reason} AS reason
+    FROM (SELECT * REPLACE (coalesce(k, $tenant) AS k) FROM _d)
     WHERE len(list_distinct(list_transform(props, lambda x: x.k))) = len(props);
     INSERT INTO _hard SELECT line, text FROM _lines WHERE line NOT IN (SELECT line FROM _q);
     INSERT INTO calls SELECT $input, line,
@@ -205,9 +208,12 @@ def _native_url_sql(path: str, blocked: Sequence[str], *, gz: bool = False) -> s
 def _connect(memory_limit: str | None, spill_dir: str | None) -> _duckdb.DuckDBPyConnection:
     try:
         import duckdb
-    except ImportError:  # pragma: no cover - the extra is installed in tests
+        import numpy  # noqa: F401  (the bridge pass)
+        import scipy  # type: ignore[import-untyped]  # noqa: F401
+    except ImportError as exc:  # pragma: no cover - the extra is installed in tests
         raise DuckDBUnavailableError(
-            "the duckdb engine needs duckdb: pip install 'identity[duckdb]'"
+            f"the duckdb engine needs duckdb, numpy and scipy ({exc}): "
+            "pip install 'identity[duckdb]'"
         ) from None
     config: dict[str, Any] = {"preserve_insertion_order": True}
     if memory_limit:
@@ -474,58 +480,81 @@ def _largest(q: _Q) -> tuple[Largest, ...]:
 def _risks(q: _Q) -> tuple[int, int, list[tuple[int, Split]]]:
     """Count risky bridges and hubs; return the riskiest splits (person row, split).
 
-    Candidates are kept by sizes and Customer IDs with every tie at the cut, then ordered by
-    the report's whole order (tenant, person and the link's names), so that ties are decided
-    by names as the list is.
+    The links come out of DuckDB as NumPy arrays and every person's bridges are found at
+    once (:func:`~identity.audit.bulk_bridges.bulk_bridges`); the candidates at the top,
+    every tie at the cut kept, are ordered by the report's whole order (tenant, person and
+    the link's names) in SQL, so that ties are decided by names as the list is.
     """
-    links: dict[int, list[tuple[int, int]]] = defaultdict(list)
-    customer: dict[int, bool] = {}
-    degree: dict[int, int] = defaultdict(int)
-    cursor = q.con.execute(
-        "SELECT m.root, l.a, l.b, coalesce(i.customer_since <= $bound, false), "
-        "coalesce(j.customer_since <= $bound, false) FROM links l "
-        "JOIN identities i ON i.id = l.a JOIN identities j ON j.id = l.b "
+    import numpy as np
+
+    from ..bulk_bridges import bulk_bridges
+
+    found = q.con.execute(
+        "SELECT m.root, l.a, l.b FROM links l JOIN identities i ON i.id = l.a "
         f"JOIN member m ON m.identity = l.a WHERE {_IN} AND l.t <= $bound",
         {"tenant": q.tenant, "bound": q.bound},
+    ).fetchnumpy()
+    person, a, b = (np.asarray(found[k], dtype=np.int64) for k in ("root", "a", "b"))
+    if not len(a):
+        return 0, 0, []
+    top = int(max(a.max(), b.max())) + 1
+    customer = np.zeros(top, dtype=bool)
+    ids = q.con.execute(
+        f"SELECT id FROM identities WHERE customer_since <= $bound AND id < {top}",
+        {"bound": q.bound},
+    ).fetchnumpy()["id"]
+    customer[np.asarray(ids, dtype=np.int64)] = True
+    degree = np.bincount(np.concatenate([a, b]))
+    hubs = int((degree >= HUB_LINKS).sum())
+    split = bulk_bridges(a, b, customer, person)
+    least = np.minimum(split.size_a, split.size_b)
+    fewest = np.minimum(split.customers_a, split.customers_b)
+    risky = (fewest > 0) | (least >= MIN_PART)
+    bridges = int(risky.sum())
+    if not bridges:
+        return 0, hubs, []
+    keep = np.flatnonzero(risky)
+    order = np.lexsort((-fewest[keep], -least[keep]))
+    cut = order[min(TOP, len(order)) - 1]
+    last = (least[keep][cut], fewest[keep][cut])
+    at_top = (least[keep] > last[0]) | ((least[keep] == last[0]) & (fewest[keep] >= last[1]))
+    chosen = keep[at_top]  # the TOP most even, and every one tied with the last of them
+    links = split.links[chosen]
+    q.con.register(
+        "_candidates",
+        {
+            "k": np.arange(len(chosen), dtype=np.int64),
+            "person": person[links],
+            "a": a[links],
+            "b": b[links],
+            "least": least[chosen],
+            "fewest": fewest[chosen],
+        },
     )
-    while rows := cursor.fetchmany(_BATCH):
-        for person, a, b, ca, cb in rows:
-            links[person].append((a, b))
-            customer[a] = bool(ca)
-            customer[b] = bool(cb)
-            degree[a] += 1
-            degree[b] += 1
-    bridges = 0
-    best: list[tuple[int, Split]] = []
-
-    limit = 8 * TOP
-    for person, edges in links.items():
-        for split in bridges_of(edges, customer):
-            if min(split.customers) > 0 or min(split.sizes) >= MIN_PART:
-                bridges += 1
-                best.append((person, split))
-        if len(best) > limit:
-            best = evenest(best, TOP)
-            limit = 2 * len(best) + 8 * TOP
-    best = evenest(best, TOP)
-    hubs = sum(1 for d in degree.values() if d >= HUB_LINKS)
-    if not best:
-        return bridges, hubs, best
-    ids = ",".join(str(x) for _, s in best for x in (s.a, s.b))
-    names = dict(q.rows(f"SELECT id, identity FROM identities WHERE id IN ({ids})"))
-    rows_ = ",".join(str(p) for p, _ in best)
-    who = {
-        r: (t, p)
-        for r, t, p in q.rows(f"SELECT id, tenant, person FROM person WHERE id IN ({rows_})")
-    }
-
-    def order(item: tuple[int, Split]) -> tuple[Any, ...]:
-        person, split = item
-        a, b = sorted((names[split.a], names[split.b]))
-        return (-min(split.sizes), -min(split.customers), *who[person], a, b)
-
-    best.sort(key=order)
-    return bridges, hubs, best[:TOP]
+    try:
+        ranked = q.rows(
+            "SELECT c.k FROM _candidates c JOIN person p ON p.id = c.person "
+            "JOIN identities x ON x.id = c.a JOIN identities y ON y.id = c.b "
+            "ORDER BY c.least DESC, c.fewest DESC, p.tenant, p.person, "
+            f"least(x.identity, y.identity), greatest(x.identity, y.identity) LIMIT {TOP}"
+        )
+    finally:
+        q.con.unregister("_candidates")
+    best = []
+    for (k,) in ranked:
+        i = chosen[k]
+        best.append(
+            (
+                int(person[split.links[i]]),
+                Split(
+                    int(a[split.links[i]]),
+                    int(b[split.links[i]]),
+                    (int(split.size_a[i]), int(split.size_b[i])),
+                    (int(split.customers_a[i]), int(split.customers_b[i])),
+                ),
+            )
+        )
+    return bridges, hubs, best
 
 
 def _retries(q: _Q) -> tuple[int, tuple[Retry, ...]]:
