@@ -102,6 +102,42 @@ HOSTILE = [
 ]
 
 
+_LOG = '1.2.3.4 - - [10/Oct/2000:13:55:36 -0700] "{} {} HTTP/1.1" 200 43'
+
+#: Access-log lines: every hostile query string that fits a request, and the log's own traps.
+ACCESS = [
+    *(_LOG.format("GET", "/t/" + x.lstrip("/")) for x in HOSTILE if x and " " not in x),
+    *(_LOG.format("GET", x) for x in HOSTILE[:12]),
+    _LOG.format("POST", "/e?_k=K&_p=posted&_n=y"),
+    _LOG.format("POST", "/e"),
+    _LOG.format("HEAD", "/e?_k=K&_p=head&_n=y"),
+    _LOG.format("GET", "/logo.png"),
+    _LOG.format("GET", "/t/x?_k=K&_p=x&_n=y"),
+    _LOG.format("GET", "/t/e/?_k=K&_p=slash&_n=y"),
+    _LOG.format("GET", "/t/e?_k=K&_p=frag&_n=y#top"),
+    _LOG.format("GET", "/t/e#x?_k=K&_p=frag&_n=y"),
+    _LOG.format("GET", "/t/e?_k=K&_p=sp%20ace&_n=y&_t=5&_d=1"),
+    '1.2.3.4 - - [10/Oct/2000:13:55:36 -0700] "GET /e?_k=K&_p=q\\"uote&_n=y HTTP/1.1" 200 4',
+    '1.2.3.4 - - [10/Oct/2000:13:55:36 -0700] "GET /e?_k=K&_p=\\x41b&_n=y HTTP/1.1" 200 4',
+    '1.2.3.4 - - [31/Feb/2000:13:55:36 -0700] "GET /e?_k=K&_p=feb&_n=y HTTP/1.1" 200 4',
+    '1.2.3.4 - - [10/Oct/2000:13:55:60 +0000] "GET /e?_k=K&_p=leap&_n=y HTTP/1.1" 200 4',
+    '1.2.3.4 - - [10/oct/2000:13:55:36 +0000] "GET /e?_k=K&_p=lower&_n=y HTTP/1.1" 200 4',
+    '1.2.3.4 - - [31/Dec/1969:23:59:59 +0000] "GET /e?_k=K&_p=old&_n=y HTTP/1.1" 200 4',
+    '1.2.3.4 - - [31/Dec/9999:23:59:59 -0100] "GET /e?_k=K&_p=late&_n=y HTTP/1.1" 200 4',
+    '1.2.3.4 - - [31/Dec/9999:23:59:59 +0000] "GET /e?_k=K&_p=last&_n=y HTTP/1.1" 200 4',
+    '1.2.3.4 - - [01/Jan/2001:00:00:00 +0530] "GET /e?_k=K&_p=ist&_n=y HTTP/1.0" 304 -',
+    '1.2.3.4 - a user [10/Oct/2000:13:55:36 -0700] "GET /e?_k=K&_p=user&_n=y HTTP/1.1" 200 4',
+    '1.2.3.4 - - [10/Oct/2000:13:55:36 -0700] "GET /e?_k=K&_p=h2&_n=y HTTP/2.0" 200 4',
+    '1.2.3.4 - - [10/Oct/2000:13:55:36 -0700] "GET /e?_k=K&_p=noproto&_n=y" 200 4',
+    '1.2.3.4 - - [10/Oct/2000:13:55:36 -0700] "GET /e?_k=K&_p=big&_n=y HTTP/1.1" 200 4x',
+    '1.2.3.4 - - [10/Oct/2000:13:55:36 -0700] "GET /e?_k=K&_p=st&_n=y HTTP/1.1" 2000 4',
+    '1.2.3.4 - - [10/Oct/2000:13:55:36 -0700] "GET /e?_k=K&_p=combined&_n=y HTTP/1.1" 200 4 '
+    '"https://example.com/?q=[x]" "Mozilla/5.0 (X11)"',
+    "just garbage",
+    "",
+]
+
+
 def _write(path: Path, lines: Sequence[str], *, gz: bool = False, end: str = "\n") -> str:
     data = (end.join(lines) + end).encode("utf-8")
     if gz:
@@ -157,11 +193,14 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[str]]:
             "garbage",
         ],
     )
+    logs = _write(root / "hostile-access.log", ACCESS)
+    logs_gz = _write(root / "hostile-access.log.gz", ACCESS[::-1], gz=True)
     for path in (bad, bom):
         os.utime(path, (RECEIVED, RECEIVED))
     return {
         "hostile": [hostile, crlf, hostile_gz, unnamed_gz, str(bad), str(bom)],
         "formats": [km, jsonl, access, hostile],
+        "access": [logs, logs_gz, access],
         "mixed": [generated("mixed", 4000, 3), generated("junk", 1500, gz=True)],
         "chains": [generated("long_chain", 12_000), generated("power_law", 3000)],
         "retries": [generated("retries", 3000), generated("shared_device", 2000)],
@@ -191,7 +230,7 @@ def _assert_same(expected: Audit, got: Audit) -> None:
     assert got == expected
 
 
-@pytest.mark.parametrize("name", ["hostile", "formats", "mixed", "chains", "retries"])
+@pytest.mark.parametrize("name", ["hostile", "formats", "access", "mixed", "chains", "retries"])
 def test_duckdb_audit_equals_memory(files: dict[str, list[str]], name: str) -> None:
     paths = files[name]
     _assert_same(_memory(paths), engine_duckdb.audit(paths))
@@ -246,7 +285,7 @@ def _duckdb_calls(path: str, native: bool) -> list[tuple[object, ...]]:
 
 
 def test_native_reading_equals_the_reader_line_by_line(files: dict[str, list[str]]) -> None:
-    for path in files["hostile"] + files["mixed"]:
+    for path in files["hostile"] + files["mixed"] + files["access"]:
         want = _reader_calls(path)
         assert _duckdb_calls(path, native=True) == want, path
     # and the SQL path decided most of the generated lines itself
@@ -256,12 +295,17 @@ def test_native_reading_equals_the_reader_line_by_line(files: dict[str, list[str
     assert native > 0.9 * calls
 
 
-def test_spark_audit_is_refused_until_it_is_built(files: dict[str, list[str]]) -> None:
-    from identity.audit.engines import spark
-    from identity.errors import IdentityError
-
-    with pytest.raises(IdentityError, match="not built yet"):
-        spark.audit(files["hostile"])
+def test_native_reading_of_an_access_log_equals_the_reader(
+    files: dict[str, list[str]], tmp_path: Path
+) -> None:
+    with open(files["mixed"][0], encoding="utf-8") as lines:
+        requests = [_LOG.format("GET", "/t" + line.rstrip("\n")) for line in lines]
+    path = _write(tmp_path / "generated-access.log", requests)
+    assert _duckdb_calls(path, native=True) == _reader_calls(path)
+    con = duckdb.connect()
+    ((_, calls, fmt, _, native),) = engine_duckdb.read_calls(con, expand([path]))
+    assert (calls, fmt) == (4000, "access")
+    assert native > 0.9 * calls
 
 
 def test_duckdb_audit_of_stdin(

@@ -2,14 +2,17 @@
 
 The pipeline, all of it in one DuckDB database (in memory, spilling to `spill_dir`):
 
-1. **Read.** Query-string / URL lines (plain or gzip) are read by DuckDB's CSV reader, one
-   column a line, and parsed and validated in SQL, but only the lines that the SQL rules
-   provably decide as identity's own readers do: printable ASCII, ``%XX`` escapes of
-   printable ASCII, no repeated parameter, ``_t`` a plain decimal number, at most
-   :data:`~identity.calls.MAX_PROPERTIES` properties. Every other line (hostile, non-ASCII,
-   odd) and every line of the other formats (Kissmetrics JSON, JSONL, access logs, CSV) is
-   parsed by identity's own parser (:func:`identity.io.formats.parser`), so there is one
-   definition of the rules; tests check the SQL path against it line by line.
+1. **Read.** Query-string / URL lines and access logs (plain or gzip) are read by DuckDB's
+   CSV reader, one column a line, and parsed and validated in SQL, but only the lines that
+   the SQL rules provably decide as identity's own readers do: printable ASCII, ``%XX``
+   escapes of printable ASCII, no repeated parameter, ``_t`` a plain decimal number, at most
+   :data:`~identity.calls.MAX_PROPERTIES` properties; for an access log, a common or
+   combined log line with a plain timestamp and a GET or POST of such a target (its time is
+   the call's receive time; a request for another file is skipped, as the reader skips it).
+   Every other line (hostile, non-ASCII, odd) and every line of the other formats
+   (Kissmetrics JSON, JSONL, CSV) is parsed by identity's own parser
+   (:func:`identity.io.formats.parser`), so there is one definition of the rules; tests
+   check the SQL path against it line by line.
 2. **Store.** The accepted calls are folded as the store folds them (SPEC §8): events by
    identity, case-insensitive name, dedupe time and properties, property records, alias
    links by unordered pair (earliest time and its source), quarantined calls by raw text,
@@ -114,11 +117,23 @@ def _junk_form(x: str) -> str:
     return f"trim(trim(trim(lower({x})), '\"''`'))"
 
 
-def _native_url_sql(path: str, blocked: Sequence[str], *, gz: bool = False) -> str:
-    """Return the SQL that reads a url file into ``calls`` (the simple lines only).
+#: An access-log line the SQL path decides: common/combined log format, a plain timestamp
+#: (``strptime`` checks the date), a GET or POST of a target without spaces, quotes or
+#: backslashes, then a status and a size; anything may follow (identity's reader matches
+#: only a prefix too). A line this does not match goes to identity's own parser.
+_ACCESS = (
+    r"^[^ ]+ [^ ]+ [^ \[\]\x22]+ \[([0-9]{2}/(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)"
+    r"/[0-9]{4}:(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9] [+-][0-9]{4})\] "
+    r"\x22(GET|POST) ([^ \x22\\]+) HTTP/1\.[01]\x22 (?:[0-9]{3}|-) (?:[0-9]+|-)"
+)
+
+
+def _native_sql(path: str, blocked: Sequence[str], *, gz: bool = False, fmt: str = "url") -> str:
+    """Return the SQL that reads a url or access-log file into ``calls`` (the simple lines).
 
     Parameters: ``$input, $name, $received, $tenant``. The lines it does not decide are
-    written to ``_hard(line, text)``, for identity's own parser.
+    written to ``_hard(line, text)``, for identity's own parser; access-log lines of files
+    that are not tracking calls (``/logo.png``) are dropped, as the reader skips them.
     """
     quoted = path.replace("'", "''")
     block = ", ".join("'" + b.replace("'", "''") + "'" for b in sorted(blocked))
@@ -151,26 +166,45 @@ def _native_url_sql(path: str, blocked: Sequence[str], *, gz: bool = False) -> s
             THEN 'blocked_identity'
         WHEN kind <> 'a' THEN {prop_reason}
         END"""
+    if fmt == "url":
+        lines = "CREATE OR REPLACE TEMP TABLE _lines AS SELECT line, text, text AS whole, "
+        lines += "$received AS received FROM _read"
+    else:  # access: the request's target is the url line, the log's time its receive time
+        tracking = (
+            "regexp_extract(rtrim(split_part(split_part(target, '?', 1), '#', 1), '/'), "
+            "'[^/]*$') IN ('e', 's', 'a')"
+        )
+        decided = f"coalesce(target <> '' AND received BETWEEN 0 AND {MAX_TIME}, false)"
+        lines = f"""CREATE OR REPLACE TEMP TABLE _acc AS SELECT line, text AS whole, m.target,
+            CAST(epoch(try_strptime(m.stamp, '%d/%b/%Y:%H:%M:%S %z')) AS BIGINT) AS received
+        FROM (SELECT line, text, regexp_extract(text, '{_ACCESS.replace("'", "''")}',
+            ['stamp', 'method', 'target']) AS m FROM _read);
+        INSERT INTO _hard SELECT line, whole FROM _acc WHERE NOT ({decided});
+        CREATE OR REPLACE TEMP TABLE _lines AS SELECT line, target AS text, whole, received
+        FROM _acc WHERE {decided} AND {tracking};
+        DROP TABLE _acc"""
     return f"""
-    CREATE OR REPLACE TEMP TABLE _lines AS
+    CREATE OR REPLACE TEMP TABLE _read AS
     SELECT row_number() OVER () AS line, text FROM read_csv('{quoted}',
         columns = {{'text': 'VARCHAR'}}, header = false, delim = chr(1), quote = '',
         escape = '', auto_detect = false, strict_mode = false, max_line_size = {4 * MAX_LINE},
         compression = '{"gzip" if gz else "none"}');
-    DELETE FROM _lines WHERE text IS NULL OR regexp_full_match(text, '[ \t\n\r\x0b\x0c]*');
+    DELETE FROM _read WHERE text IS NULL OR regexp_full_match(text, '[ \t\n\r\x0b\x0c]*');
+    {lines};
+    DROP TABLE _read;
     CREATE OR REPLACE TEMP TABLE _a AS
-        SELECT line, text, regexp_extract(text, '([esa])\\?', 1) AS kind,
+        SELECT line, text, whole, received, regexp_extract(text, '([esa])\\?', 1) AS kind,
             list_filter(string_split(substr(text, strpos(text, '?') + 1), '&'), lambda x: x <> '')
             AS ps
         FROM _lines
         WHERE regexp_full_match(text, '{_SIMPLE.replace("'", "''")}')
             AND strpos(text, '_td=') = 0 AND strpos(text, '_prop%3A') = 0;
     CREATE OR REPLACE TEMP TABLE _b AS
-        SELECT line, text, kind, list_transform(ps, lambda p: {_dec(key)}) AS ks,
+        SELECT line, text, whole, received, kind, list_transform(ps, lambda p: {_dec(key)}) AS ks,
             list_transform(ps, lambda p: {_dec(value)}) AS vs
         FROM _a WHERE len(ps) <= {MAX_PROPERTIES};
     CREATE OR REPLACE TEMP TABLE _c AS
-        SELECT line, text, kind,
+        SELECT line, text, whole, received, kind,
             vs[list_position(ks, '_k')] AS k, vs[list_position(ks, '_p')] AS p,
             vs[list_position(ks, '_n')] AS n, vs[list_position(ks, '_t')] AS tt,
             vs[list_position(ks, '_d')] AS dd,
@@ -187,14 +221,14 @@ def _native_url_sql(path: str, blocked: Sequence[str], *, gz: bool = False) -> s
     CREATE OR REPLACE TEMP TABLE _q AS SELECT *, {reason} AS reason
     FROM (SELECT * REPLACE (coalesce(k, $tenant) AS k) FROM _d)
     WHERE len(list_distinct(list_transform(props, lambda x: x.k))) = len(props);
-    INSERT INTO _hard SELECT line, text FROM _lines WHERE line NOT IN (SELECT line FROM _q);
+    INSERT INTO _hard SELECT line, whole FROM _lines WHERE line NOT IN (SELECT line FROM _q);
     INSERT INTO calls SELECT $input, line,
         kind, nullif(k, ''), p,
         CASE WHEN reason IS NULL AND kind = 'e' THEN replace(replace(n, ',', ' '), ':', ' ')
             WHEN reason IS NULL AND kind = 's' THEN NULL ELSE n END,
-        CASE WHEN reason IS NULL AND dd = '1' THEN num ELSE $received END,
-        CASE WHEN reason IS NULL THEN coalesce(num, $received) ELSE $received END,
-        $received, text, $name || ':' || line, reason,
+        CASE WHEN reason IS NULL AND dd = '1' THEN num ELSE received END,
+        CASE WHEN reason IS NULL THEN coalesce(num, received) ELSE received END,
+        received, CASE WHEN reason IS NULL THEN text ELSE whole END, $name || ':' || line, reason,
         CASE WHEN reason IS NULL THEN props ELSE [] END,
         CASE WHEN reason IS NULL AND kind = 'e' THEN lower(replace(replace(n, ',', ' '), ':', ' '))
             END,
@@ -303,16 +337,17 @@ def read_calls(
         found, when = reader.format, reader.received
         path = item.path
         before = _count(con, "calls")
-        if native and found == "url" and path != "-" and _plain_text(path):
+        if native and found in ("url", "access") and path != "-" and _plain_text(path):
             reader.close()
             con.execute("CREATE OR REPLACE TABLE _hard (line BIGINT, text VARCHAR)")
             params = {"input": index, "name": item.name, "received": when, "tenant": default_tenant}
-            script = _native_url_sql(path, sorted(DEFAULT_RULES.blocked), gz=_is_gzip(path))
+            blocked = sorted(DEFAULT_RULES.blocked)
+            script = _native_sql(path, blocked, gz=_is_gzip(path), fmt=found)
             for statement in _split(script):
                 used = {k: v for k, v in params.items() if f"${k}" in statement}
                 con.execute(statement, used)
             native_n = _count(con, "calls") - before
-            parse = parser("url", Context(default_tenant, when))
+            parse = parser(found, Context(default_tenant, when))
             hard = con.cursor().execute("SELECT line, text FROM _hard ORDER BY line")
             while rows := hard.fetchmany(_BATCH):
                 batch = []
@@ -320,10 +355,15 @@ def read_calls(
                     data = text.encode("utf-8")
                     if line == 1:
                         data = data.removeprefix(BOM)
-                    call = parse(data, f"{item.name}:{line}")
-                    assert isinstance(call, Call)  # a url line is one call
-                    batch.append(_row(index, line, call))
-                con.executemany("INSERT INTO calls VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", batch)
+                    got = parse(data, f"{item.name}:{line}")
+                    if got is None:  # an access-log request that is not a tracking call
+                        continue
+                    for call in (got,) if isinstance(got, Call) else got:
+                        batch.append(_row(index, line, call))
+                if batch:
+                    con.executemany(
+                        "INSERT INTO calls VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", batch
+                    )
             con.execute("DROP TABLE _hard")
         else:
             native_n = 0
