@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-import shutil
 
 import networkx as nx
 import pytest
@@ -110,20 +109,7 @@ def test_duckdb_components_of_nothing_and_of_loops() -> None:
 
 # -- Spark ---------------------------------------------------------------------------------
 
-needs_java = pytest.mark.skipif(shutil.which("java") is None, reason="Spark needs Java (no java)")
 
-
-@pytest.fixture(scope="module")
-def spark() -> object:
-    pytest.importorskip("pyspark")
-    if shutil.which("java") is None:
-        pytest.skip("Spark needs Java (no java on PATH)")
-    from identity.audit.engines.spark import local_session
-
-    return local_session("local[2]", partitions=2)
-
-
-@needs_java
 def test_spark_components_equal_networkx(spark: object) -> None:
     from identity.audit.engines.spark import components
 

@@ -1,4 +1,30 @@
-"""The audit on Apache Spark: the same report as the in-memory engine, on a cluster.
+r"""The audit on Apache Spark: the same report as the in-memory engine, on a cluster.
+
+The pipeline mirrors :mod:`identity.audit.engines.duckdb`, on DataFrames:
+
+1. **Read.** Files are read by Spark itself (``spark.read.text`` split on ``\\n`` only, as
+   identity's :class:`~identity.io.sources.Reader` splits them; gzip by its ``.gz`` name),
+   each line's raw bytes kept, and parsed on the executors by identity's own parser
+   (:func:`identity.io.formats.parser`, the format sniffed per input on the driver as the
+   Reader sniffs it), so there is one definition of the validation rules. Line numbers are
+   the Reader's (1-based, blank lines counted): each split's lines are counted first and
+   numbered from the lines of the splits before it. A byte order mark on line 1, carriage
+   returns, bad UTF-8 and over-long lines are treated on the executors exactly as the Reader
+   treats them. Inputs Spark cannot read as they are (stdin, gzip without ``.gz``, a name
+   with a compression suffix that is not compressed, names Spark would take for a pattern)
+   are read by identity's Reader on the driver and their rows handed to Spark.
+2. **Store.** The calls are folded as the store folds them (SPEC §8): events by identity,
+   case-insensitive name, dedupe time and properties; property records; alias links by
+   unordered pair (earliest time and its source); quarantined calls by raw text, reason and
+   receive time.
+3. **People.** Identities are numbered with ``monotonically_increasing_id`` (unique: no hash
+   collisions) and their components found by randomized contraction (:func:`components`);
+   a person's id is its representative, its name its smallest identity.
+4. **Report.** The counts are DataFrame aggregates; bridges are found per person on the
+   executors by the in-memory engine's low-link pass (:func:`identity.audit.bridges.bridges_of`;
+   only counts and the evenest candidates, ties kept, come back); the riskiest merges'
+   explain chains and drawings come from an in-memory engine on the driver holding only
+   those people's accepted calls.
 
 Connected components are the randomized contraction of
 :func:`identity.audit.engines.components.duckdb_components`, on DataFrames: each round is one
@@ -8,26 +34,69 @@ a few pointer-jumping joins, and one relabelling of the edges; the plan is cut w
 is not needed.
 
 pyspark is imported here only, and only when this module is; ``import identity`` never does.
+On a cluster, identity must be installed on the executors too (they parse the lines).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import json
+import os
+import re
+import sys
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
+from ...calls import DEFAULT_RULES, Call
 from ...errors import IdentityError
-from ..model import Audit
+from ...io.formats import BOM, Context, FormatOrAuto, Layout, parser, refuse, shown
+from ...io.sources import _PREVIEW, MAX_LINE, Input, Reader, expand
+from ..bridges import Split, bridges_of, evenest
+from ..model import (
+    EXAMPLES,
+    KINDS,
+    RETRY_WINDOW,
+    TOP,
+    Audit,
+    Bucket,
+    Junk,
+    KindCount,
+    Largest,
+    Merge,
+    Reason,
+    Retry,
+    Span,
+    Tenant,
+)
+from .memory import HUB_LINKS, MIN_PART, bucket_start, merge_of, span_of
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
-    from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql import Column, DataFrame, SparkSession
+
+    from ...engine import Engine
 
 __all__ = [
-    "SparkAuditNotReadyError",
     "SparkUnavailableError",
     "audit",
     "components",
     "local_session",
 ]
+
+_DAY = 86_400
+_quote = json.encoder.encode_basestring
+_BATCH = 50_000
+#: Rows of one call, as the ``calls`` DataFrame holds them.
+_CALLS = (
+    "input int, line long, kind string, tenant string, identity string, name string, t long, "
+    "td long, received long, raw string, source string, reason string, "
+    "props array<struct<k: string, n: string, v: string>>, nkey string, shown string"
+)
+#: A path Spark reads as it is named: no pattern characters, no hidden or ``_`` file name.
+_PLAIN_PATH = re.compile(r"[A-Za-z0-9._/+@=,~-]+").fullmatch
+#: Names Hadoop would decompress by their suffix.
+_CODECS = (".gz", ".bz2", ".deflate", ".zst", ".lz4", ".snappy", ".br", ".xz", ".lzo", ".z")
 
 
 class SparkUnavailableError(IdentityError):
@@ -36,6 +105,9 @@ class SparkUnavailableError(IdentityError):
 
 def local_session(master: str | None = None, *, partitions: int = 4) -> SparkSession:
     """Return a Spark session (``local[*]`` unless `master` says otherwise), UI off.
+
+    In local mode the Python workers run this interpreter (``PYSPARK_PYTHON`` unless it is
+    set), so they import the same identity.
 
     Raises
     ------
@@ -48,11 +120,15 @@ def local_session(master: str | None = None, *, partitions: int = 4) -> SparkSes
         raise SparkUnavailableError(
             "the spark engine needs pyspark and Java: pip install 'identity[spark]'"
         ) from None
+    master = master or "local[*]"
+    if master.startswith("local"):
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     builder: Any = SparkSession.builder
     session: SparkSession = (
-        builder.master(master or "local[*]")
+        builder.master(master)
         .appName("identity-audit")
         .config("spark.ui.enabled", "false")
+        .config("spark.ui.showConsoleProgress", "false")
         .config("spark.sql.shuffle.partitions", str(partitions))
         .config("spark.sql.adaptive.enabled", "true")
         .getOrCreate()
@@ -162,14 +238,660 @@ def components(
     return out, rounds
 
 
-class SparkAuditNotReadyError(IdentityError):
-    """The Spark engine's whole audit is not built yet (its components are)."""
+# -- reading ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """How the executors parse one input's lines (what its Reader found on the driver)."""
+
+    name: str
+    fmt: str
+    tenant: str | None
+    received: int
+    layout: Layout | None
+    header: int
+
+
+def _row(index: int, line: int, call: Call) -> tuple[object, ...]:
+    """Return `call` as a row of the ``calls`` DataFrame (as the DuckDB engine's table)."""
+    props = list(call.properties) if call.ok else []
+    event = call.ok and call.kind == "e"
+    nkey = (call.name or "").casefold() if event else None
+    text = None
+    if event:
+        pairs = [f"{_quote(n)}:{_quote(v)}" for _, n, v in call.properties]
+        text = "{" + ",".join(pairs) + "}"
+    return (
+        index, line, call.kind, call.tenant, call.identity, call.name, call.t, call.td,
+        call.received, call.raw, call.source, call.reason, props, nkey, text,
+    )  # fmt: skip
+
+
+def _parse_lines(
+    plans: dict[int, _Plan], bases: dict[tuple[int, int], int], rows: Iterable[Any]
+) -> Iterator[tuple[object, ...]]:
+    """Parse one partition of ``(input, split start, raw line)`` rows as the Reader would.
+
+    A split's lines arrive in order and whole; `bases` holds the lines before each split.
+    """
+    parsers: dict[int, Any] = {}
+    seen: dict[tuple[int, int], int] = defaultdict(int)
+    for index, start, value in rows:
+        key = (index, start)
+        number = bases[key] + seen[key] + 1
+        seen[key] += 1
+        plan = plans[index]
+        parse = parsers.get(index)
+        if parse is None:
+            ctx = Context(plan.tenant, plan.received, DEFAULT_RULES)
+            parse = parsers[index] = parser(plan.fmt, ctx, plan.layout)  # type: ignore[arg-type]
+        data = bytes(value)
+        overlong = len(data) >= MAX_LINE  # what the Reader cannot read whole
+        if overlong:
+            data = data[:_PREVIEW]
+        if number == 1 and data.startswith(BOM):
+            data = data[3:]
+        data = data.rstrip(b"\r\n")
+        if number == plan.header or not data or data.isspace():
+            continue
+        source = f"{plan.name}:{number}"
+        result: Call | tuple[Call, ...] | None
+        if overlong:
+            result = refuse(
+                shown(data) + "...", "malformed", received=plan.received, source=source,
+                tenant=plan.tenant,
+            )  # fmt: skip
+        else:
+            result = parse(data, source)
+        if result is None:
+            continue
+        for call in (result,) if isinstance(result, Call) else result:
+            yield _row(index, number, call)
+
+
+def _is_gzip(path: str) -> bool:
+    with open(path, "rb") as stream:
+        return stream.read(2) == b"\x1f\x8b"
+
+
+def _spark_reads(path: str) -> bool:
+    """Tell whether Spark's text reader sees the bytes identity's Reader reads in `path`."""
+    if path == "-":
+        return False
+    real = os.path.abspath(path)
+    base = os.path.basename(real)
+    if not _PLAIN_PATH(real) or base.startswith(("_", ".")):
+        return False
+    named = base.lower().endswith(_CODECS)
+    if _is_gzip(path):
+        return base.endswith(".gz")
+    return not named
+
+
+def _read(
+    spark: SparkSession,
+    inputs: Sequence[Input],
+    *,
+    fmt: FormatOrAuto,
+    default_tenant: str | None,
+    received: int | None,
+    progress: Callable[[str], None] | None,
+) -> tuple[DataFrame, list[tuple[str, int]]]:
+    """Read `inputs` into one DataFrame of calls; return it and ``(input key, calls)``."""
+    from pyspark.sql import functions as F
+
+    plans: dict[int, _Plan] = {}
+    keys: dict[int, str] = {}
+    scans: list[DataFrame] = []
+    frames: list[DataFrame] = []
+    seen: set[str] = set()
+    for index, item in enumerate(inputs):
+        # named as `identity ingest` records inputs (the real path; stdin is not recorded),
+        # and a file given twice is read once, as ingest skips an input already read
+        key = "-" if item.path == "-" else os.path.realpath(item.path)
+        if key != "-" and key in seen:
+            continue
+        seen.add(key)
+        reader = Reader(item, fmt=fmt, tenant=default_tenant, received=received)
+        if _spark_reads(item.path):
+            reader.close()
+            plans[index] = _Plan(
+                item.name, reader.format, default_tenant, reader.received,
+                reader._layout_found, reader._header,
+            )  # fmt: skip
+            text = spark.read.option("lineSep", "\n").text(os.path.abspath(item.path))
+            scans.append(
+                text.select(
+                    F.lit(index).alias("input"),
+                    F.input_file_block_start().alias("start"),
+                    F.col("value").cast("binary").alias("value"),
+                )
+            )
+            if progress is not None:
+                progress(f"{item.name}: read by Spark ({reader.format})")
+        else:
+            with reader:  # the reader that sniffed it (stdin cannot be read twice)
+                batch: list[tuple[object, ...]] = []
+                for call in reader:
+                    batch.append(_row(index, int(call.source.rsplit(":", 1)[1]), call))
+                    if len(batch) >= _BATCH:
+                        frames.append(_cut(spark.createDataFrame(batch, _CALLS)))
+                        batch = []
+                frames.append(spark.createDataFrame(batch, _CALLS))
+            if key == "-" and reader.content is not None:
+                key = f"<stdin {reader.content}>"  # as ingest remembers a whole small stdin
+            if progress is not None:
+                progress(f"{item.name}: read on the driver ({reader.format})")
+        keys[index] = key
+    if scans:
+        lines = _union(scans)
+        counts = lines.groupBy("input", "start").count().collect()
+        bases: dict[tuple[int, int], int] = {}
+        before: dict[int, int] = defaultdict(int)
+        for index, start, n in sorted((int(i), int(s), int(n)) for i, s, n in counts):
+            bases[index, start] = before[index]
+            before[index] += n
+        parse = partial(_parse_lines, plans, bases)
+        frames.append(spark.createDataFrame(lines.rdd.mapPartitions(parse), _CALLS))
+    calls = _cut(_union(frames)) if frames else spark.createDataFrame([], _CALLS)
+    found: dict[int, int] = dict(calls.groupBy("input").count().collect())
+    read = [(keys[i], int(found.get(i, 0))) for i in sorted(keys)]
+    if progress is not None:
+        progress(f"calls read: {sum(n for _, n in read):,}")
+    return calls, read
+
+
+def _union(frames: Sequence[DataFrame]) -> DataFrame:
+    out = frames[0]
+    for frame in frames[1:]:
+        out = out.unionByName(frame)
+    return out
+
+
+# -- the store's tables ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Store:
+    """The store's tables as DataFrames (SPEC §8), materialised."""
+
+    calls: DataFrame
+    identities: DataFrame  # id, tenant, identity, first_seen, customer_since
+    links: DataFrame  # a, b, t, sent, source
+    events: DataFrame  # identity, name_key, td, name, t, properties, sent
+    properties: DataFrame  # identity, t, sent
+    quarantine: DataFrame  # tenant, reason, raw, received, source, sent
+
+
+def _store(calls: DataFrame) -> _Store:
+    """Fold the calls into the store's tables, as identity's write path does (SPEC §8)."""
+    from pyspark.sql import functions as F
+
+    col = F.col
+    ok = calls.where(col("reason").isNull())
+    named = ok.select(
+        "tenant", "identity", "t", F.when(col("kind") != "a", col("t")).alias("c")
+    ).unionByName(
+        ok.where(col("kind") == "a").select(
+            "tenant", col("name").alias("identity"), "t", F.lit(None).cast("long").alias("c")
+        )
+    )
+    identities = _cut(
+        named.groupBy("tenant", "identity")
+        .agg(F.min("t").alias("first_seen"), F.min("c").alias("customer_since"))
+        .withColumn("id", F.monotonically_increasing_id())
+    )
+    i = identities.select(
+        col("tenant").alias("it"), col("identity").alias("ii"), col("id").alias("iid")
+    )
+    j = identities.select(
+        col("tenant").alias("jt"), col("identity").alias("ji"), col("id").alias("jid")
+    )
+    okid = ok.join(i, (ok["tenant"] == i["it"]) & (ok["identity"] == i["ii"])).join(
+        j, (ok["kind"] == "a") & (ok["tenant"] == j["jt"]) & (ok["name"] == j["ji"]), "left"
+    )
+    okid = _cut(okid.drop("it", "ii", "jt", "ji", "raw"))
+    links = _cut(
+        okid.where((col("kind") == "a") & (col("iid") != col("jid")))
+        .groupBy(F.least("iid", "jid").alias("a"), F.greatest("iid", "jid").alias("b"))
+        .agg(
+            F.min("t").alias("t"),
+            F.count(F.lit(1)).alias("sent"),
+            F.min(F.struct("t", "source"))["source"].alias("source"),
+        )
+    )
+    events = _cut(
+        okid.where(col("kind") == "e")
+        .withColumn("pk", F.transform("props", lambda x: F.array(x["k"], x["v"])))
+        .groupBy(col("iid").alias("identity"), col("nkey").alias("name_key"), "td", "pk")
+        .agg(F.min(F.struct("t", "name", "shown")).alias("m"), F.count(F.lit(1)).alias("sent"))
+        .select(
+            "identity",
+            "name_key",
+            "td",
+            col("m.name").alias("name"),
+            col("m.t").alias("t"),
+            col("m.shown").alias("properties"),
+            "sent",
+        )
+    )
+    properties = _cut(
+        okid.where(col("kind") != "a")
+        .select("iid", "td", "t", F.explode("props").alias("p"))
+        .groupBy(col("iid").alias("identity"), col("p.k"), col("p.v"), "td")
+        .agg(F.min("t").alias("t"), F.count(F.lit(1)).alias("sent"))
+        .select("identity", "t", "sent")
+    )
+    quarantine = _cut(
+        calls.where(col("reason").isNotNull())
+        .groupBy("raw", "reason", "received")
+        .agg(
+            F.min("tenant").alias("tenant"),
+            F.min("source").alias("source"),
+            F.count(F.lit(1)).alias("sent"),
+        )
+    )
+    return _Store(calls, identities, links, events, properties, quarantine)
+
+
+@dataclass(frozen=True, slots=True)
+class _People:
+    """The partition as of the bound.
+
+    ``member(mid, root)`` maps identities to people, ``person(pid, tenant, person, size)``.
+    """
+
+    member: DataFrame
+    person: DataFrame
+
+
+def _partition(
+    store: _Store, bound: int, progress: Callable[[str], None] | None
+) -> tuple[_People, int]:
+    """Find the people as of `bound` (components of the links up to it)."""
+    from pyspark.sql import functions as F
+
+    col = F.col
+    edges = store.links.where(col("t") <= bound).select("a", "b")
+    roots, rounds = components(edges, progress=progress)
+    ids = store.identities.where(col("first_seen") <= bound)
+    member = _cut(
+        ids.join(roots, ids["id"] == roots["node"], "left").select(
+            col("id").alias("mid"), F.coalesce("root", "id").alias("root")
+        )
+    )
+    person = _cut(
+        member.join(store.identities, member["mid"] == store.identities["id"])
+        .groupBy(col("root").alias("pid"))
+        .agg(
+            F.min("tenant").alias("tenant"),
+            F.min("identity").alias("person"),
+            F.count(F.lit(1)).alias("size"),
+        )
+    )
+    return _People(member, person), rounds
+
+
+# -- the report ------------------------------------------------------------------------------
+
+
+class _Q:
+    """The report's queries: a tenant filter and an ``as_of`` bound, as in the memory engine."""
+
+    def __init__(self, store: _Store, people: _People, tenant: str | None, bound: int) -> None:
+        self.s = store
+        self.p = people
+        self.tenant = tenant
+        self.bound = bound
+
+    def within(self, column: Column) -> Column:
+        """Return the tenant filter on `column` (everything when no tenant is asked for)."""
+        from pyspark.sql import functions as F
+
+        return F.lit(True) if self.tenant is None else column == F.lit(self.tenant)
+
+    def named(self, frame: DataFrame, on: str) -> DataFrame:
+        """Join `frame` to the tenant and name (``itenant``, ``iname``) of its column `on`."""
+        i = self.s.identities.select(
+            self.s.identities["id"].alias("_id"),
+            self.s.identities["tenant"].alias("itenant"),
+            self.s.identities["identity"].alias("iname"),
+            self.s.identities["customer_since"].alias("icustomer"),
+        )
+        return frame.join(i, frame[on] == i["_id"]).drop("_id")
+
+
+def _counts(q: _Q) -> tuple[dict[str, int], int, dict[str, int], tuple[tuple[int, int], ...]]:
+    from pyspark.sql import functions as F
+
+    col, bound = F.col, q.bound
+    identities: dict[str, int] = {}
+    never = 0
+    for tenant, n, nev in (
+        q.s.identities.where(q.within(col("tenant")) & (col("first_seen") <= bound))
+        .groupBy("tenant")
+        .agg(
+            F.count(F.lit(1)),
+            F.count(F.when(col("customer_since").isNull() | (col("customer_since") > bound), 1)),
+        )
+        .collect()
+    ):
+        identities[tenant] = int(n)
+        never += int(nev)
+    people: dict[str, int] = defaultdict(int)
+    sizes: dict[int, int] = defaultdict(int)
+    for tenant, size, n in (
+        q.p.person.where(q.within(col("tenant"))).groupBy("tenant", "size").count().collect()
+    ):
+        people[tenant] += int(n)
+        sizes[int(size)] += int(n)
+    return identities, never, people, tuple(sorted(sizes.items()))
+
+
+def _largest(q: _Q) -> tuple[Largest, ...]:
+    from pyspark.sql import functions as F
+
+    col, bound = F.col, q.bound
+    top = (
+        q.p.person.where(q.within(col("tenant")))
+        .orderBy(col("size").desc(), "tenant", "person")
+        .limit(TOP)
+        .collect()
+    )
+    if not top:
+        return ()
+    roots = [int(r["pid"]) for r in top]
+    member = q.p.member.where(col("root").isin(roots))
+    customers: dict[int, int] = dict(
+        q.named(member, "mid").where(col("icustomer") <= bound).groupBy("root").count().collect()
+    )
+    events = q.s.events.where(col("t") <= bound)
+    counts: dict[int, int] = dict(
+        events.join(member, events["identity"] == member["mid"]).groupBy("root").count().collect()
+    )
+    return tuple(
+        Largest(
+            r["tenant"],
+            r["person"],
+            int(r["size"]),
+            int(customers.get(r["pid"], 0)),
+            int(counts.get(r["pid"], 0)),
+        )
+        for r in top
+    )
+
+
+def _bridges_in(rows: Iterable[Any]) -> Iterator[tuple[int, list[tuple[Any, ...]]]]:
+    """On an executor: count the risky bridges of a partition's people, keep the evenest.
+
+    Yields one ``(bridges, [(person, a, b, sizes, customers), ...])``.
+    """
+    bridges = 0
+    best: list[tuple[int, Split]] = []
+    limit = 8 * TOP
+    for person, edges in rows:
+        pairs = [(int(e[0]), int(e[1])) for e in edges]
+        customer: dict[int, bool] = {}
+        for a, b, ca, cb in edges:
+            customer[int(a)] = bool(ca)
+            customer[int(b)] = bool(cb)
+        for split in bridges_of(pairs, customer):
+            if min(split.customers) > 0 or min(split.sizes) >= MIN_PART:
+                bridges += 1
+                best.append((int(person), split))
+        if len(best) > limit:
+            best = evenest(best, TOP)
+            limit = 2 * len(best) + 8 * TOP
+    best = evenest(best, TOP)
+    yield bridges, [(p, s.a, s.b, s.sizes, s.customers) for p, s in best]
+
+
+def _risks(q: _Q) -> tuple[int, int, list[tuple[int, Split]]]:
+    """Count risky bridges and hubs; return the riskiest splits (person row, split)."""
+    from pyspark.sql import functions as F
+
+    col, bound = F.col, q.bound
+    links = q.s.links.where(col("t") <= bound).select("a", "b")
+    ca = q.s.identities.select(col("id").alias("ia"), col("tenant").alias("ta"),
+                               col("customer_since").alias("sa"))  # fmt: skip
+    cb = q.s.identities.select(col("id").alias("ib"), col("customer_since").alias("sb"))
+    m = q.p.member
+    linked = _cut(
+        links.join(ca, links["a"] == ca["ia"])
+        .join(cb, links["b"] == cb["ib"])
+        .join(m, links["a"] == m["mid"])
+        .where(q.within(col("ta")))
+        .select(
+            "root",
+            "a",
+            "b",
+            F.coalesce(col("sa") <= bound, F.lit(False)).alias("ca"),
+            F.coalesce(col("sb") <= bound, F.lit(False)).alias("cb"),
+        )
+    )
+    ends = linked.select(col("a").alias("n")).unionAll(linked.select(col("b").alias("n")))
+    hubs = ends.groupBy("n").count().where(col("count") >= HUB_LINKS).count()
+    grouped = linked.groupBy("root").agg(F.collect_list(F.struct("a", "b", "ca", "cb")))
+    bridges = 0
+    best: list[tuple[int, Split]] = []
+    for n, found in grouped.rdd.mapPartitions(_bridges_in).collect():
+        bridges += n
+        best += [(p, Split(a, b, tuple(s), tuple(c))) for p, a, b, s, c in found]
+    best = evenest(best, TOP)
+    return bridges, int(hubs), best
+
+
+def _retries(q: _Q) -> tuple[int, tuple[Retry, ...]]:
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    col = F.col
+    w = Window.partitionBy("identity", "name_key", "properties").orderBy("td")
+    events = q.named(q.s.events, "identity").where(q.within(col("itenant")) & (col("t") <= q.bound))
+    found = _cut(
+        events.select(
+            "itenant", "iname", "name", "td", F.lag("td").over(w).alias("previous")
+        ).where(col("td") - col("previous") <= RETRY_WINDOW)
+    )
+    count = found.count()
+    rows = found.orderBy("itenant", "iname", "td").limit(EXAMPLES).collect()
+    return int(count), tuple(Retry(t, i, n, int(p), int(td)) for t, i, n, td, p in rows)
+
+
+def _junk(q: _Q) -> tuple[int, tuple[Junk, ...]]:
+    from pyspark.sql import functions as F
+
+    col, bound = F.col, q.bound
+    blocked = F.udf(DEFAULT_RULES.is_blocked, "boolean", useArrow=False)
+    ids = q.s.identities.where(q.within(col("tenant")) & (col("first_seen") <= bound))
+    junk = ids.where(blocked(col("identity")))
+    junk = junk.join(q.p.member, junk["id"] == q.p.member["mid"])
+    junk = _cut(
+        junk.join(q.p.person, junk["root"] == q.p.person["pid"]).select(
+            junk["id"], junk["tenant"], junk["identity"], q.p.person["person"]
+        )
+    )
+    count = junk.count()
+    if not count:
+        return 0, ()
+    events = q.s.events.where(col("t") <= bound).groupBy(col("identity").alias("eid")).count()
+    rows = (
+        junk.join(events, junk["id"] == events["eid"], "left")
+        .select("tenant", "identity", "person", F.coalesce("count", F.lit(0)).alias("events"))
+        .orderBy(col("events").desc(), "tenant", "identity")
+        .limit(EXAMPLES)
+        .collect()
+    )
+    return int(count), tuple(Junk(t, i, p, int(e)) for t, i, p, e in rows)
+
+
+_Scanned = tuple[
+    tuple[KindCount, ...], dict[str, int], dict[str, int], dict[str, int], dict[int, dict[str, int]]
+]
+
+
+def _scan(q: _Q) -> _Scanned:
+    from pyspark.sql import functions as F
+
+    col, bound = F.col, q.bound
+    received: dict[str, int] = defaultdict(int)
+    stored: dict[str, int] = defaultdict(int)
+    days: dict[int, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    events: dict[str, int] = defaultdict(int)
+    quarantined: dict[str, int] = defaultdict(int)
+    tables = [("event", q.s.events, "identity"), ("property", q.s.properties, "identity"),
+              ("alias", q.s.links, "a")]  # fmt: skip
+    for kind, table, identity in tables:
+        for tenant, day, n, sent in (
+            q.named(table, identity)
+            .where(q.within(col("itenant")) & (col("t") <= bound))
+            .groupBy("itenant", F.expr(f"t div {_DAY}").alias("day"))
+            .agg(F.count(F.lit(1)), F.sum("sent"))
+            .collect()
+        ):
+            stored[kind] += int(n)
+            received[kind] += int(sent)
+            days[int(day)][kind] += int(sent)
+            if kind == "event":
+                events[tenant] += int(n)
+    reasons: dict[str, int] = defaultdict(int)
+    for tenant, reason, day, calls in (
+        q.s.quarantine.where(q.within(col("tenant")) & (col("received") <= bound))
+        .groupBy("tenant", "reason", F.expr(f"received div {_DAY}").alias("day"))
+        .agg(F.sum("sent"))
+        .collect()
+    ):
+        reasons[reason] += int(calls)
+        days[int(day)]["quarantined"] += int(calls)
+        if tenant is not None:
+            quarantined[tenant] += int(calls)
+    kinds = tuple(KindCount(k, received[k], stored[k]) for k in KINDS)
+    return kinds, reasons, events, quarantined, days
+
+
+def _quarantine(q: _Q, reasons: dict[str, int]) -> tuple[Reason, ...]:
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    col = F.col
+    first = Window.partitionBy("reason").orderBy("raw")
+    rows = (
+        q.s.quarantine.where(q.within(col("tenant")) & (col("received") <= q.bound))
+        .select("reason", "raw")
+        .distinct()
+        .withColumn("n", F.row_number().over(first))
+        .where(col("n") <= EXAMPLES)
+        .collect()
+    )
+    examples: dict[str, list[tuple[int, str]]] = defaultdict(list)
+    for reason, raw, n in rows:
+        examples[reason].append((int(n), raw))
+    found = [
+        Reason(reason, calls, tuple(raw for _, raw in sorted(examples[reason])))
+        for reason, calls in reasons.items()
+    ]
+    found.sort(key=lambda r: (-r.calls, r.reason))
+    return tuple(found)
+
+
+def _timeline(days: dict[int, dict[str, int]]) -> tuple[Span, tuple[Bucket, ...]]:
+    if not days:
+        return "day", ()
+    span = span_of(min(days) * _DAY, max(days) * _DAY)
+    buckets: dict[int, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for day, counts in days.items():
+        into = buckets[bucket_start(day, span)]
+        for kind, n in counts.items():
+            into[kind] += n
+    return span, tuple(Bucket(start, **counts) for start, counts in sorted(buckets.items()))
+
+
+def _people_engine(q: _Q, persons: Sequence[int]) -> Engine:
+    """Return an in-memory engine holding the accepted calls of `persons`' members only."""
+    from pyspark.sql import functions as F
+
+    from ...engine import Engine
+
+    col = F.col
+    members = q.named(q.p.member.where(col("root").isin(list(persons))), "mid").select(
+        col("itenant"), col("iname")
+    )
+    calls = q.s.calls.where(col("reason").isNull())
+    rows = (
+        calls.join(
+            members,
+            (calls["tenant"] == members["itenant"]) & (calls["identity"] == members["iname"]),
+            "left_semi",
+        )
+        .orderBy("input", "line")
+        .select(
+            "kind", "tenant", "identity", "name", "props", "t", "td", "received", "raw", "source"
+        )
+        .toLocalIterator()
+    )
+    engine = Engine()
+    batch: list[Call] = []
+    for kind, tenant, identity, name, props, t, td, received, raw, source in rows:
+        batch.append(
+            Call(
+                kind,
+                tenant,
+                identity,
+                name,
+                tuple((p[0], p[1], p[2]) for p in props),
+                t,
+                td,
+                received,
+                raw,
+                source,
+            )
+        )
+        if len(batch) >= _BATCH:
+            engine.apply_batch(batch)
+            batch = []
+    if batch:
+        engine.apply_batch(batch)
+    return engine
+
+
+def _merges(q: _Q, best: list[tuple[int, Split]], as_of: int | None) -> tuple[Merge, ...]:
+    from pyspark.sql import functions as F
+
+    if not best:
+        return ()
+    col = F.col
+    rows = sorted({x for _, s in best for x in (s.a, s.b)})
+    names: dict[int, str] = dict(
+        q.s.identities.where(col("id").isin(rows)).select("id", "identity").collect()
+    )
+    persons = {
+        r["pid"]: (r["tenant"], r["person"], r["size"])
+        for r in q.p.person.where(col("pid").isin(sorted({p for p, _ in best}))).collect()
+    }
+    found = []
+    for row, split in best:
+        tenant, person, size = persons[row]
+        if names[split.a] > names[split.b]:  # the model's link runs from the smaller name
+            split = split.flipped()
+        found.append((tenant, person, int(size), names[split.a], names[split.b], split, row))
+    # (tenant, person, a) can tie (one identity, two bridges): b breaks the tie
+    found.sort(key=lambda f: (-min(f[5].sizes), -min(f[5].customers), f[0], f[1], f[3], f[4]))
+    top = found[:TOP]
+    engine = _people_engine(q, sorted({f[6] for f in top}))
+    try:
+        return tuple(
+            merge_of(engine, tenant, person, size, split, (a, b), as_of)
+            for tenant, person, size, a, b, split, _ in top
+        )
+    finally:
+        engine.close()
 
 
 def audit(
     paths: Sequence[str],
     *,
-    fmt: str = "auto",
+    fmt: FormatOrAuto = "auto",
     tenant: str | None = None,
     as_of: int | None = None,
     default_tenant: str | None = None,
@@ -178,15 +900,123 @@ def audit(
     session: SparkSession | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> Audit:
-    """Audit files on Spark (not built yet: refused rather than answered differently).
+    """Audit files on Spark: the same :class:`~identity.audit.model.Audit` as the memory engine.
+
+    Parameters
+    ----------
+    paths : sequence of str
+        Files (plain or gzip) and Data Export folders, as ``identity ingest`` takes them
+        (local paths, as the driver and the executors see them).
+    fmt : str
+        ``"auto"`` (sniffed per input) or one of the line formats.
+    tenant : str, optional
+        Report on this tenant only.
+    as_of : int, optional
+        Only calls with ``t <= as_of`` (quarantined calls: received by then).
+    default_tenant : str, optional
+        The tenant of calls that carry no ``_k`` (``identity ingest --tenant``).
+    received : int, optional
+        Receive time of calls that carry none (default: each file's modification time).
+    master : str, optional
+        The master URL of the session made when `session` is not given (default
+        ``local[*]``); a session made here is stopped afterwards.
+    session : pyspark.sql.SparkSession, optional
+        Run on this session (never stopped here).
+    progress : callable, optional
+        Called with a line at each step.
+
+    Returns
+    -------
+    Audit
 
     Raises
     ------
-    SparkAuditNotReadyError
-        Always, for now: only :func:`components` runs on Spark; use ``--engine duckdb``
-        (one machine, out of core) or ``--engine memory``.
+    InputError
+        A path that does not exist or cannot be read (as ``identity ingest``).
+    SparkUnavailableError
+        pyspark is not installed.
     """
-    raise SparkAuditNotReadyError(
-        "--engine spark: the whole audit on Spark is not built yet (its connected components "
-        "are, identity.audit.engines.spark.components); use --engine duckdb or memory"
+    inputs = expand(paths)
+    owned = False
+    if session is None:
+        try:
+            from pyspark.sql import SparkSession
+        except ImportError:  # pragma: no cover - the extra is installed in tests
+            raise SparkUnavailableError(
+                "the spark engine needs pyspark and Java: pip install 'identity[spark]'"
+            ) from None
+        owned = SparkSession.getActiveSession() is None
+        session = local_session(master)
+    try:
+        return _audit(
+            session, inputs, fmt=fmt, tenant=tenant, as_of=as_of,
+            default_tenant=default_tenant, received=received, progress=progress,
+        )  # fmt: skip
+    finally:
+        if owned:
+            session.stop()
+
+
+def _audit(
+    spark: SparkSession,
+    inputs: Sequence[Input],
+    *,
+    fmt: FormatOrAuto,
+    tenant: str | None,
+    as_of: int | None,
+    default_tenant: str | None,
+    received: int | None,
+    progress: Callable[[str], None] | None,
+) -> Audit:
+    say = progress or (lambda _: None)
+    calls, read = _read(
+        spark, inputs, fmt=fmt, default_tenant=default_tenant, received=received,
+        progress=progress,
+    )  # fmt: skip
+    store = _store(calls)
+    say("calls folded (duplicates, links, identities)")
+    bound = (1 << 63) - 1 if as_of is None else as_of
+    people, rounds = _partition(store, bound, progress)
+    say(f"people: components in {rounds} rounds")
+    q = _Q(store, people, tenant, bound)
+    identities, never, persons, sizes = _counts(q)
+    bridges, hubs, best = _risks(q)
+    say(f"risky links: {bridges:,} bridges, {hubs:,} hubs")
+    retries, retry_examples = _retries(q)
+    junk, junk_examples = _junk(q)
+    kinds, reasons, events, quarantined, days = _scan(q)
+    span, timeline = _timeline(days)
+    largest = _largest(q)
+    riskiest = _merges(q, best, as_of)
+    say("report: done")
+    totals: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0, 0])
+    for column, counts in enumerate((identities, persons, events, quarantined)):
+        for name, n in counts.items():
+            totals[name][column] = n
+    sources: dict[str, int] = defaultdict(int)
+    for name, n in read:
+        if name != "-":
+            sources[name] += n
+    return Audit(
+        tenant=tenant,
+        as_of=as_of,
+        sources=tuple(sorted(sources.items())),
+        kinds=kinds,
+        quarantine=_quarantine(q, reasons),
+        retries=retries,
+        retry_examples=retry_examples,
+        identities=sum(identities.values()),
+        people=sum(persons.values()),
+        sizes=sizes,
+        largest=largest,
+        bridges=bridges,
+        hubs=hubs,
+        riskiest=riskiest,
+        junk=junk,
+        junk_examples=junk_examples,
+        blocked_aliases=reasons.get("blocked_identity", 0),
+        never_customer=never,
+        tenants=tuple(Tenant(t, *v) for t, v in sorted(totals.items())),
+        span=span,
+        timeline=timeline,
     )

@@ -1,0 +1,117 @@
+"""The Spark audit engine gives the in-memory engine's report for the same files.
+
+One local session serves the whole run (``spark`` in conftest); the inputs are the DuckDB
+engine's test inputs (hostile lines, every format, gzip with and without ``.gz``, CRLF, a byte
+order mark, bad UTF-8, generated shapes with a chain of 12,000 links, hubs, self-loops,
+duplicates and junk), combined so that few audits run: Spark's cost is per job, not per line.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+from test_audit_engines import RECEIVED, _assert_same, _memory, files  # noqa: F401
+
+from identity.audit.engines import memory
+from identity.audit.engines import spark as engine
+from identity.audit.model import Audit
+from identity.cli import cli, ingest_inputs
+from identity.io.sources import expand
+
+
+def _memory_received(paths: Sequence[str], received: int) -> Audit:
+    def ingest(into: Any, _: object) -> None:
+        ingest_inputs(into, expand(paths), received=received, quiet=True)
+
+    return memory.audit_files(paths, ingest=ingest)
+
+
+@pytest.fixture(scope="module")
+def odd(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A file of the lines Spark's reader could get wrong: BOM, CR, an over-long line."""
+    path = tmp_path_factory.mktemp("audit-spark") / "odd.txt"
+    path.write_bytes(
+        b"\xef\xbb\xbf/e?_k=K&_p=first&_n=x\r\n"
+        + b"/e?_k=K&_p=long&_n=" + b"x" * (1 << 20) + b"\n"
+        + b"/e?_k=K&_p=cr\rmid&_n=x\r\r\n\n \n"
+        + b"/a?_k=K&_p=first&_n=cr%0Dmid&_t=5&_d=1\n"
+        + b" " * (1 << 20) + b"\n"
+        + b"/e?_k=K&_p=last&_n=x"
+    )  # fmt: skip
+    os.utime(path, (RECEIVED, RECEIVED))
+    return str(path)
+
+
+def test_spark_audit_of_hostile_lines_and_every_format(
+    spark: Any,
+    files: dict[str, list[str]],  # noqa: F811
+    odd: str,
+) -> None:
+    # hostile.txt is named twice (read once); a .gz-less gzip file is read on the driver
+    paths = [*files["hostile"], *files["formats"], odd]
+    _assert_same(_memory(paths), engine.audit(paths, session=spark))
+
+
+def test_spark_audit_of_generated_shapes(spark: Any, files: dict[str, list[str]]) -> None:  # noqa: F811
+    # a chain of 12,000 links, power-law hubs, shared devices, retries, junk, three tenants
+    paths = files["mixed"] + files["chains"] + files["retries"]
+    _assert_same(_memory(paths), engine.audit(paths, session=spark))
+
+
+def test_spark_audit_with_default_tenant_tenant_and_as_of(
+    spark: Any,
+    files: dict[str, list[str]],  # noqa: F811
+) -> None:
+    paths = files["formats"]
+    got = engine.audit(paths, default_tenant="K", session=spark)
+    _assert_same(_memory(paths, default_tenant="K"), got)
+    paths = files["mixed"]
+    as_of = 1_262_304_000 + 3 * 86_400
+    want = _memory(paths, tenant="tenant-2", as_of=as_of)
+    _assert_same(want, engine.audit(paths, tenant="tenant-2", as_of=as_of, session=spark))
+
+
+def test_spark_audit_of_stdin_and_a_file_named_twice(
+    spark: Any,
+    files: dict[str, list[str]],  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    path = Path(files["hostile"][0])
+    data = path.read_bytes()
+    monkeypatch.chdir(path.parent)
+    paths = ["-", path.name, str(path), f"./{path.name}"]  # relative, absolute, another spelling
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data)))
+    want = _memory_received(paths, RECEIVED)
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data)))
+    got = engine.audit(paths, received=RECEIVED, session=spark)
+    _assert_same(want, got)
+    assert len(got.sources) == 2  # stdin by its content, the file by its real path, once
+    assert str(path.resolve()) in dict(got.sources)
+
+
+def test_cli_spark_json_equals_memory_json(spark: Any, files: dict[str, list[str]]) -> None:  # noqa: F811
+    # the CLI makes no session of its own while one is active, and leaves it running
+    path = files["mixed"][0]
+    runner = CliRunner()
+    documents = []
+    for name in ("memory", "spark"):
+        result = runner.invoke(cli, ["audit", path, "--engine", name, "--json", "-q"])
+        assert result.exit_code == 0, result.output
+        documents.append(json.loads(result.output))
+    assert documents[1] == documents[0]
+    assert spark.range(3).count() == 3
+
+
+def test_spark_audit_refuses_a_missing_file(spark: Any, tmp_path: Path) -> None:
+    from identity.errors import InputError
+
+    with pytest.raises(InputError, match="no such file"):
+        engine.audit([str(tmp_path / "missing.txt")], session=spark)
