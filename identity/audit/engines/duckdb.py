@@ -203,6 +203,7 @@ def _native_sql(path: str, blocked: Sequence[str], *, gz: bool = False, fmt: str
         SELECT line, text, whole, received, kind, list_transform(ps, lambda p: {_dec(key)}) AS ks,
             list_transform(ps, lambda p: {_dec(value)}) AS vs
         FROM _a WHERE len(ps) <= {MAX_PROPERTIES};
+    DROP TABLE _a;
     CREATE OR REPLACE TEMP TABLE _c AS
         SELECT line, text, whole, received, kind,
             vs[list_position(ks, '_k')] AS k, vs[list_position(ks, '_p')] AS p,
@@ -212,6 +213,7 @@ def _native_sql(path: str, blocked: Sequence[str], *, gz: bool = False, fmt: str
                 CASE WHEN kind = 'e' THEN ['_k', '_p', '_n', '_t', '_d']
                 ELSE ['_k', '_p', '_t', '_d'] END, x[1])) AS pv
         FROM _b WHERE len(list_distinct(ks)) = len(ks);
+    DROP TABLE _b;
     CREATE OR REPLACE TEMP TABLE _d AS
         SELECT *, CAST(split_part(tt, '.', 1) AS BIGINT) AS num,
             list_sort(list_transform(pv, lambda x: {{
@@ -221,7 +223,10 @@ def _native_sql(path: str, blocked: Sequence[str], *, gz: bool = False, fmt: str
     CREATE OR REPLACE TEMP TABLE _q AS SELECT *, {reason} AS reason
     FROM (SELECT * REPLACE (coalesce(k, $tenant) AS k) FROM _d)
     WHERE len(list_distinct(list_transform(props, lambda x: x.k))) = len(props);
+    DROP TABLE _c;
+    DROP TABLE _d;
     INSERT INTO _hard SELECT line, whole FROM _lines WHERE line NOT IN (SELECT line FROM _q);
+    DROP TABLE _lines;
     INSERT INTO calls SELECT $input, line,
         kind, nullif(k, ''), p,
         CASE WHEN reason IS NULL AND kind = 'e' THEN replace(replace(n, ',', ' '), ':', ' ')
@@ -236,6 +241,7 @@ def _native_sql(path: str, blocked: Sequence[str], *, gz: bool = False, fmt: str
             '{{' || array_to_string(list_transform(props, lambda x: '"' || {_esc("x.n")} || '":"'
             || {_esc("x.v")} || '"'), ',') || '}}' END END
     FROM _q;
+    DROP TABLE _q
     """
 
 
@@ -403,7 +409,7 @@ def _count(con: _duckdb.DuckDBPyConnection, table: str) -> int:
 # -- the store's tables ----------------------------------------------------------------------
 
 _STORE_SQL = """
-CREATE OR REPLACE TEMP TABLE ok AS SELECT * FROM calls WHERE reason IS NULL;
+CREATE OR REPLACE TEMP VIEW ok AS SELECT * FROM calls WHERE reason IS NULL;
 CREATE OR REPLACE TABLE identities AS
 SELECT row_number() OVER () AS id, tenant, identity, first_seen, customer_since FROM (
     SELECT tenant, identity, min(t) AS first_seen, min(c) AS customer_since FROM (
@@ -412,7 +418,8 @@ SELECT row_number() OVER () AS id, tenant, identity, first_seen, customer_since 
     ) GROUP BY tenant, identity
 );
 CREATE OR REPLACE TEMP TABLE okid AS
-SELECT o.*, i.id AS iid, j.id AS jid FROM ok o
+SELECT o.kind, o.t, o.td, o.source, o.nkey, o.name, o.props, o.shown, i.id AS iid, j.id AS jid
+FROM ok o
 JOIN identities i ON i.tenant = o.tenant AND i.identity = o.identity
 LEFT JOIN identities j ON o.kind = 'a' AND j.tenant = o.tenant AND j.identity = o.name;
 CREATE OR REPLACE TABLE links AS
@@ -435,7 +442,7 @@ GROUP BY iid, p.k, p.v, td;
 CREATE OR REPLACE TABLE quarantine AS
 SELECT min(tenant) AS tenant, reason, raw, received, min(source) AS source, count(*) AS sent
 FROM calls WHERE reason IS NOT NULL GROUP BY raw, reason, received;
-DROP TABLE ok;
+DROP VIEW ok;
 DROP TABLE okid
 """
 
