@@ -138,6 +138,53 @@ ACCESS = [
 ]
 
 
+#: Kissmetrics JSON lines: what the SQL path decides, and every way a line can fall outside it.
+KM = [
+    json.dumps({"_p": "bob", "_n": "Paid", "_t": 5}),
+    json.dumps({"_p": "bob", "_p2": "b@x.org", "_t": 7}),
+    json.dumps({"_p": "bob", "_p2": "b@x.org", "_n": "zzz", "_t": 7, "plan": "x"}),
+    json.dumps({"_p": "u", "plan": "x", "_t": 9}),
+    json.dumps({"_p": "u", "plan": "x", "_t": 9, "_d": "0"}),
+    json.dumps({"_p": "u", "plan": "x", "_t": "9"}),
+    json.dumps({"_p": "u", "plan": 5, "n": 0}),
+    json.dumps({"_k": "", "_p": "u"}),
+    json.dumps({"_k": "T2", "_p": "u", "_n": "A,b:c", "x": "a+b%20"}),
+    json.dumps({"_p": "undefined", "_p2": "bob"}),
+    json.dumps({"_p": "bob", "_p2": "bob"}),
+    json.dumps({}),
+    '{"_p": "dup", "_p": "dup2", "_n": "x"}',
+    '{"_p":"x","_n":"y","_t":-5}',
+    '{"_p":"x","_n":"y","_t":1.5}',
+    '{"_p":"x","_n":"y","_t":253402300800}',
+    '{"_p":"x","_n":"y","_t":99999999999999999999}',
+    '{"_p":"x","_n":"y","v":true}',
+    '{"_p":"x","_n":"y","v":null}',
+    '{"_p":"x","_n":"y","v":"a\\"b"}',
+    '{"_p":"bob", "_n": "Caf\\303\\251", "_t": 11}',
+    '{"_p":"x","_n":""}',
+    '{"_p":"x","_n":"' + "n" * 256 + '"}',
+    '{"_p":"' + "p" * 256 + '","_n":"y"}',
+    '{"_p":"x","_n":"y","' + "k" * 256 + '":"v"}',
+    '{"_p":"x","_n":"y","":"v"}',
+    '{"_p":"x","_n":"y","A":"1","a":"2"}',
+    '{"_p":"x","_n":"y","_td":"5"}',
+    '{"_p":"x","_n":"y","_prop:_n":"5"}',
+    '{"_p":"x" ,  "_n" :"y"  }',
+    '{"_p":"x","_n":"y"} ',
+    "[1]",
+    '{"_p": "bob"',
+    "garbage",
+    "",
+    '{"_p":"x","_s":"y"}',
+    '{"_p":"x","_n":"y","_k":"K","_t":"abc"}',
+    '{"_p":"x","_n":"y","_t":"5","_d":"1"}',
+    '{"_p":"x","_p2":"","_t":5}',
+    '{"_p":"x","_n":"y","v":"' + "x" * 8193 + '"}',
+    '{"_p":"x","_n":"y",' + ",".join(f'"p{i}":"1"' for i in range(1001)) + "}",
+    '{"_p":"x","_n":"y",' + ",".join(f'"p{i}":"1"' for i in range(999)) + "}",
+]
+
+
 def _write(path: Path, lines: Sequence[str], *, gz: bool = False, end: str = "\n") -> str:
     data = (end.join(lines) + end).encode("utf-8")
     if gz:
@@ -201,6 +248,7 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[str]]:
         "hostile": [hostile, crlf, hostile_gz, unnamed_gz, str(bad), str(bom)],
         "formats": [km, jsonl, access, hostile],
         "access": [logs, logs_gz, access],
+        "km": [_write(root / "hostile.json", KM), _write(root / "hostile.json.gz", KM, gz=True)],
         "mixed": [generated("mixed", 4000, 3), generated("junk", 1500, gz=True)],
         "chains": [generated("long_chain", 12_000), generated("power_law", 3000)],
         "retries": [generated("retries", 3000), generated("shared_device", 2000)],
@@ -230,7 +278,9 @@ def _assert_same(expected: Audit, got: Audit) -> None:
     assert got == expected
 
 
-@pytest.mark.parametrize("name", ["hostile", "formats", "access", "mixed", "chains", "retries"])
+@pytest.mark.parametrize(
+    "name", ["hostile", "formats", "access", "km", "mixed", "chains", "retries"]
+)
 def test_duckdb_audit_equals_memory(files: dict[str, list[str]], name: str) -> None:
     paths = files[name]
     _assert_same(_memory(paths), engine_duckdb.audit(paths))
@@ -285,13 +335,24 @@ def _duckdb_calls(path: str, native: bool) -> list[tuple[object, ...]]:
 
 
 def test_native_reading_equals_the_reader_line_by_line(files: dict[str, list[str]]) -> None:
-    for path in files["hostile"] + files["mixed"] + files["access"]:
+    for path in files["hostile"] + files["mixed"] + files["access"] + files["km"]:
         want = _reader_calls(path)
         assert _duckdb_calls(path, native=True) == want, path
     # and the SQL path decided most of the generated lines itself
     con = duckdb.connect()
     ((_, calls, fmt, _, native),) = engine_duckdb.read_calls(con, expand([files["mixed"][0]]))
     assert (calls, fmt) == (4000, "url")
+    assert native > 0.9 * calls
+
+
+def test_native_reading_of_kissmetrics_json_equals_the_reader(tmp_path: Path) -> None:
+    path = str(tmp_path / "generated.json")
+    workloads.write(workloads.generate("mixed", 4000, 0, 2), path, "km")
+    os.utime(path, (RECEIVED, RECEIVED))
+    assert _duckdb_calls(path, native=True) == _reader_calls(path)
+    con = duckdb.connect()
+    ((_, calls, fmt, _, native),) = engine_duckdb.read_calls(con, expand([path]))
+    assert (calls, fmt) == (4000, "km")
     assert native > 0.9 * calls
 
 

@@ -43,7 +43,14 @@ from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from ...calls import DEFAULT_RULES, MAX_NAME_LENGTH, MAX_PROPERTIES, MAX_TIME, Call
+from ...calls import (
+    DEFAULT_RULES,
+    MAX_CALL_LENGTH,
+    MAX_NAME_LENGTH,
+    MAX_PROPERTIES,
+    MAX_TIME,
+    Call,
+)
 from ...errors import IdentityError
 from ...io.formats import BOM, Context, FormatOrAuto, parser
 from ...io.sources import MAX_LINE, Input, Reader, expand
@@ -128,6 +135,15 @@ _ACCESS = (
 )
 
 
+#: A Kissmetrics JSON line the SQL path decides: one flat object whose keys and values are
+#: strings of printable ASCII without escapes, or values that are plain non-negative integers
+#: (no sign, fraction, exponent, ``true``/``null`` or nesting), spaces only between tokens.
+_KM_TOKEN = r'"[ !#-\[\]-~]*"'
+_KM_VALUE = r'(?:"[ !#-\[\]-~]*"|0|[1-9][0-9]{0,17})'
+_KM_PAIR = f"({_KM_TOKEN}) *: *({_KM_VALUE})"
+_KM_LINE = rf"\{{ *(?:{_KM_TOKEN} *: *{_KM_VALUE} *(?:, *{_KM_TOKEN} *: *{_KM_VALUE} *)*)?\}}"
+
+
 def _native_sql(path: str, blocked: Sequence[str], *, gz: bool = False, fmt: str = "url") -> str:
     """Return the SQL that reads a url or access-log file into ``calls`` (the simple lines).
 
@@ -166,7 +182,7 @@ def _native_sql(path: str, blocked: Sequence[str], *, gz: bool = False, fmt: str
             THEN 'blocked_identity'
         WHEN kind <> 'a' THEN {prop_reason}
         END"""
-    if fmt == "url":
+    if fmt in ("url", "km"):
         lines = "CREATE OR REPLACE TEMP TABLE _lines AS SELECT line, text, text AS whole, "
         lines += "$received AS received FROM _read"
     else:  # access: the request's target is the url line, the log's time its receive time
@@ -183,16 +199,33 @@ def _native_sql(path: str, blocked: Sequence[str], *, gz: bool = False, fmt: str
         CREATE OR REPLACE TEMP TABLE _lines AS SELECT line, target AS text, whole, received
         FROM _acc WHERE {decided} AND {tracking};
         DROP TABLE _acc"""
-    return f"""
-    CREATE OR REPLACE TEMP TABLE _read AS
-    SELECT row_number() OVER () AS line, text FROM read_csv('{quoted}',
-        columns = {{'text': 'VARCHAR'}}, header = false, delim = chr(1), quote = '',
-        escape = '', auto_detect = false, strict_mode = false, max_line_size = {4 * MAX_LINE},
-        compression = '{"gzip" if gz else "none"}');
-    DELETE FROM _read WHERE text IS NULL OR regexp_full_match(text, '[ \t\n\r\x0b\x0c]*');
-    {lines};
-    DROP TABLE _read;
-    CREATE OR REPLACE TEMP TABLE _a AS
+    if fmt == "km":
+        head = f"""CREATE OR REPLACE TEMP TABLE _a AS
+        SELECT line, text, whole, received, list_transform(
+            regexp_extract_all(text, '{_KM_PAIR.replace("'", "''")}', 1),
+            lambda x: substr(x, 2, length(x) - 2)) AS ks,
+            list_transform(regexp_extract_all(text, '{_KM_PAIR.replace("'", "''")}', 2),
+                lambda x: CASE WHEN starts_with(x, '"') THEN substr(x, 2, length(x) - 2)
+                ELSE x END) AS vs
+        FROM _lines
+        WHERE regexp_full_match(text, '{_KM_LINE.replace("'", "''")}')
+            AND length(text) <= {MAX_CALL_LENGTH}
+            AND strpos(text, '"_td"') = 0 AND strpos(text, '"_prop:') = 0;
+    CREATE OR REPLACE TEMP TABLE _b AS
+        SELECT line, text, whole, received, kind,
+            CASE WHEN kind = 'a' THEN list_transform(list_filter(rk, lambda x: x <> '_n'),
+                lambda x: CASE WHEN x = '_p2' THEN '_n' ELSE x END) ELSE rk END
+            || CASE WHEN t_only THEN ['_d'] ELSE [] END AS ks,
+            CASE WHEN kind = 'a' THEN list_filter(rv, lambda x, i: rk[i] <> '_n') ELSE rv END
+            || CASE WHEN t_only THEN ['1'] ELSE [] END AS vs
+        FROM (SELECT line, text, whole, received, ks AS rk, vs AS rv,
+                CASE WHEN list_contains(ks, '_p2') THEN 'a'
+                WHEN list_contains(ks, '_n') THEN 'e' ELSE 's' END AS kind,
+                list_contains(ks, '_t') AND NOT list_contains(ks, '_d') AS t_only
+            FROM _a WHERE len(ks) <= {MAX_PROPERTIES} AND len(list_distinct(ks)) = len(ks));
+    DROP TABLE _a;"""
+    else:
+        head = f"""CREATE OR REPLACE TEMP TABLE _a AS
         SELECT line, text, whole, received, regexp_extract(text, '([esa])\\?', 1) AS kind,
             list_filter(string_split(substr(text, strpos(text, '?') + 1), '&'), lambda x: x <> '')
             AS ps
@@ -203,7 +236,17 @@ def _native_sql(path: str, blocked: Sequence[str], *, gz: bool = False, fmt: str
         SELECT line, text, whole, received, kind, list_transform(ps, lambda p: {_dec(key)}) AS ks,
             list_transform(ps, lambda p: {_dec(value)}) AS vs
         FROM _a WHERE len(ps) <= {MAX_PROPERTIES};
-    DROP TABLE _a;
+    DROP TABLE _a;"""
+    return f"""
+    CREATE OR REPLACE TEMP TABLE _read AS
+    SELECT row_number() OVER () AS line, text FROM read_csv('{quoted}',
+        columns = {{'text': 'VARCHAR'}}, header = false, delim = chr(1), quote = '',
+        escape = '', auto_detect = false, strict_mode = false, max_line_size = {4 * MAX_LINE},
+        compression = '{"gzip" if gz else "none"}');
+    DELETE FROM _read WHERE text IS NULL OR regexp_full_match(text, '[ \t\n\r\x0b\x0c]*');
+    {lines};
+    DROP TABLE _read;
+    {head}
     CREATE OR REPLACE TEMP TABLE _c AS
         SELECT line, text, whole, received, kind,
             vs[list_position(ks, '_k')] AS k, vs[list_position(ks, '_p')] AS p,
@@ -343,7 +386,7 @@ def read_calls(
         found, when = reader.format, reader.received
         path = item.path
         before = _count(con, "calls")
-        if native and found in ("url", "access") and path != "-" and _plain_text(path):
+        if native and found in ("url", "access", "km") and path != "-" and _plain_text(path):
             reader.close()
             con.execute("CREATE OR REPLACE TABLE _hard (line BIGINT, text VARCHAR)")
             params = {"input": index, "name": item.name, "received": when, "tenant": default_tenant}
