@@ -8,9 +8,10 @@ The pipeline, all of it in one DuckDB database (in memory, spilling to `spill_di
    escapes of printable ASCII, no repeated parameter, ``_t`` a plain decimal number, at most
    :data:`~identity.calls.MAX_PROPERTIES` properties; for an access log, a common or
    combined log line with a plain timestamp and a GET or POST of such a target (its time is
-   the call's receive time; a request for another file is skipped, as the reader skips it).
-   Every other line (hostile, non-ASCII, odd) and every line of the other formats
-   (Kissmetrics JSON, JSONL, CSV) is parsed by identity's own parser
+   the call's receive time; a request for another file is skipped, as the reader skips it);
+   for Kissmetrics JSON, a flat object of printable-ASCII strings and plain integers.
+   Every other line (hostile, non-ASCII, odd) and every line of the other formats (JSONL,
+   CSV) is parsed by identity's own parser
    (:func:`identity.io.formats.parser`), so there is one definition of the rules; tests
    check the SQL path against it line by line.
 2. **Store.** The accepted calls are folded as the store folds them (SPEC §8): events by
