@@ -145,14 +145,31 @@ _KM_PAIR = f"({_KM_TOKEN}) *: *({_KM_VALUE})"
 _KM_LINE = rf"\{{ *(?:{_KM_TOKEN} *: *{_KM_VALUE} *(?:, *{_KM_TOKEN} *: *{_KM_VALUE} *)*)?\}}"
 
 
-def _native_sql(path: str, blocked: Sequence[str], *, gz: bool = False, fmt: str = "url") -> str:
-    """Return the SQL that reads a url or access-log file into ``calls`` (the simple lines).
+def _read_sql(path: str, *, gz: bool) -> str:
+    """Return the SQL that reads a file's lines into ``_read(line, text)``, blank ones dropped."""
+    quoted = path.replace("'", "''")
+    return f"""
+    CREATE OR REPLACE TEMP TABLE _read AS
+    SELECT row_number() OVER () AS line, text FROM read_csv('{quoted}',
+        columns = {{'text': 'VARCHAR'}}, header = false, delim = chr(1), quote = '',
+        escape = '', auto_detect = false, strict_mode = false, max_line_size = {4 * MAX_LINE},
+        compression = '{"gzip" if gz else "none"}');
+    DELETE FROM _read WHERE text IS NULL OR regexp_full_match(text, '[ \t\n\r\x0b\x0c]*')
+    """
 
-    Parameters: ``$input, $name, $received, $tenant``. The lines it does not decide are
+
+#: Lines parsed in SQL at a time: the stages' tables hold a chunk, not a whole 10⁸-line file.
+_CHUNK = 4_000_000
+
+
+def _native_sql(blocked: Sequence[str], fmt: str = "url") -> str:
+    """Return the SQL that parses lines of ``_read`` into ``calls`` (the simple lines only).
+
+    Parameters: ``$input, $name, $received, $tenant`` and the lines ``$lo < line <= $hi``
+    of ``_read``. Of a url, km or access-log file; the lines it does not decide are
     written to ``_hard(line, text)``, for identity's own parser; access-log lines of files
     that are not tracking calls (``/logo.png``) are dropped, as the reader skips them.
     """
-    quoted = path.replace("'", "''")
     block = ", ".join("'" + b.replace("'", "''") + "'" for b in sorted(blocked))
 
     def is_blocked(x: str) -> str:
@@ -184,8 +201,9 @@ def _native_sql(path: str, blocked: Sequence[str], *, gz: bool = False, fmt: str
         WHEN kind <> 'a' THEN {prop_reason}
         END"""
     if fmt in ("url", "km"):
-        lines = "CREATE OR REPLACE TEMP TABLE _lines AS SELECT line, text, text AS whole, "
-        lines += "$received AS received FROM _read"
+        lines = "CREATE OR REPLACE TEMP TABLE _lines AS SELECT line, text, "
+        lines += "CAST(NULL AS VARCHAR) AS whole, $received AS received FROM _read "
+        lines += "WHERE line > $lo AND line <= $hi"
     else:  # access: the request's target is the url line, the log's time its receive time
         tracking = (
             "regexp_extract(rtrim(split_part(split_part(target, '?', 1), '#', 1), '/'), "
@@ -195,7 +213,7 @@ def _native_sql(path: str, blocked: Sequence[str], *, gz: bool = False, fmt: str
         lines = f"""CREATE OR REPLACE TEMP TABLE _acc AS SELECT line, text AS whole, m.target,
             CAST(epoch(try_strptime(m.stamp, '%d/%b/%Y:%H:%M:%S %z')) AS BIGINT) AS received
         FROM (SELECT line, text, regexp_extract(text, '{_ACCESS.replace("'", "''")}',
-            ['stamp', 'method', 'target']) AS m FROM _read);
+            ['stamp', 'method', 'target']) AS m FROM _read WHERE line > $lo AND line <= $hi);
         INSERT INTO _hard SELECT line, whole FROM _acc WHERE NOT ({decided});
         CREATE OR REPLACE TEMP TABLE _lines AS SELECT line, target AS text, whole, received
         FROM _acc WHERE {decided} AND {tracking};
@@ -239,14 +257,7 @@ def _native_sql(path: str, blocked: Sequence[str], *, gz: bool = False, fmt: str
         FROM _a WHERE len(ps) <= {MAX_PROPERTIES};
     DROP TABLE _a;"""
     return f"""
-    CREATE OR REPLACE TEMP TABLE _read AS
-    SELECT row_number() OVER () AS line, text FROM read_csv('{quoted}',
-        columns = {{'text': 'VARCHAR'}}, header = false, delim = chr(1), quote = '',
-        escape = '', auto_detect = false, strict_mode = false, max_line_size = {4 * MAX_LINE},
-        compression = '{"gzip" if gz else "none"}');
-    DELETE FROM _read WHERE text IS NULL OR regexp_full_match(text, '[ \t\n\r\x0b\x0c]*');
     {lines};
-    DROP TABLE _read;
     {head}
     CREATE OR REPLACE TEMP TABLE _c AS
         SELECT line, text, whole, received, kind,
@@ -269,7 +280,8 @@ def _native_sql(path: str, blocked: Sequence[str], *, gz: bool = False, fmt: str
     WHERE len(list_distinct(list_transform(props, lambda x: x.k))) = len(props);
     DROP TABLE _c;
     DROP TABLE _d;
-    INSERT INTO _hard SELECT line, whole FROM _lines WHERE line NOT IN (SELECT line FROM _q);
+    INSERT INTO _hard SELECT line, coalesce(whole, text) FROM _lines
+        WHERE line NOT IN (SELECT line FROM _q);
     DROP TABLE _lines;
     INSERT INTO calls SELECT $input, line,
         kind, nullif(k, ''), p,
@@ -277,7 +289,8 @@ def _native_sql(path: str, blocked: Sequence[str], *, gz: bool = False, fmt: str
             WHEN reason IS NULL AND kind = 's' THEN NULL ELSE n END,
         CASE WHEN reason IS NULL AND dd = '1' THEN num ELSE received END,
         CASE WHEN reason IS NULL THEN coalesce(num, received) ELSE received END,
-        received, CASE WHEN reason IS NULL THEN text ELSE whole END, $name || ':' || line, reason,
+        received, CASE WHEN reason IS NOT NULL THEN coalesce(whole, text) END,
+        $name || ':' || line, reason,
         CASE WHEN reason IS NULL THEN props ELSE [] END,
         CASE WHEN reason IS NULL AND kind = 'e' THEN lower(replace(replace(n, ',', ' '), ':', ' '))
             END,
@@ -348,7 +361,7 @@ def _row(index: int, line: int, call: Call) -> tuple[object, ...]:
         shown = "{" + ",".join(pairs) + "}"
     return (
         index, line, call.kind, call.tenant, call.identity, call.name, call.t, call.td,
-        call.received, call.raw, call.source, call.reason, props, nkey, shown,
+        call.received, None if call.ok else call.raw, call.source, call.reason, props, nkey, shown,
     )  # fmt: skip
 
 
@@ -390,12 +403,22 @@ def read_calls(
         if native and found in ("url", "access", "km") and path != "-" and _plain_text(path):
             reader.close()
             con.execute("CREATE OR REPLACE TABLE _hard (line BIGINT, text VARCHAR)")
-            params = {"input": index, "name": item.name, "received": when, "tenant": default_tenant}
+            params: dict[str, object] = {
+                "input": index, "name": item.name, "received": when, "tenant": default_tenant,
+            }  # fmt: skip
             blocked = sorted(DEFAULT_RULES.blocked)
-            script = _native_sql(path, blocked, gz=_is_gzip(path), fmt=found)
-            for statement in _split(script):
-                used = {k: v for k, v in params.items() if f"${k}" in statement}
-                con.execute(statement, used)
+            for statement in _split(_read_sql(path, gz=_is_gzip(path))):
+                con.execute(statement)
+            (last,) = con.execute("SELECT coalesce(max(line), 0) FROM _read").fetchone() or (0,)
+            script = list(_split(_native_sql(blocked, fmt=found)))
+            for lo in range(0, last, _CHUNK):
+                params |= {"lo": lo, "hi": lo + _CHUNK}
+                for statement in script:
+                    used = {k: v for k, v in params.items() if f"${k}" in statement}
+                    con.execute(statement, used)
+                if progress is not None and last > _CHUNK:
+                    progress(f"{item.name}: {min(lo + _CHUNK, last):,} of {last:,} lines parsed")
+            con.execute("DROP TABLE _read")
             native_n = _count(con, "calls") - before
             parse = parser(found, Context(default_tenant, when))
             hard = con.cursor().execute("SELECT line, text FROM _hard ORDER BY line")
@@ -779,7 +802,7 @@ def _people_engine(q: _Q, persons: Sequence[int]) -> Engine:
                 t,
                 td,
                 received,
-                raw,
+                raw or "",
                 source,
             )
             for kind, tenant, identity, name, props, t, td, received, raw, source in rows
