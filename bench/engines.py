@@ -173,9 +173,12 @@ def _duckdb_audit(path: str, memory_limit: str | None) -> dict[str, Any]:
 
     marks: list[tuple[float, str]] = []
     start = time.perf_counter()
-    report = audit(
-        [path], memory_limit=memory_limit, progress=lambda m: marks.append((time.perf_counter(), m))
-    )
+
+    def progress(message: str) -> None:
+        marks.append((time.perf_counter(), message))
+        print(f"# {marks[-1][0] - start:8.1f}s {message}", file=sys.stderr, flush=True)
+
+    report = audit([path], memory_limit=memory_limit, progress=progress)
     end = time.perf_counter()
     rounds = [m for _, m in marks if m.startswith("people:")]
     return {
