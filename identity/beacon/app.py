@@ -53,6 +53,7 @@ __all__ = [
     "GIF",
     "SOURCE",
     "Beacon",
+    "Response",
     "Writer",
     "app_from_env",
     "make_app",
@@ -99,6 +100,7 @@ _GIF_RESPONSE: Response = (
     GIF,
 )
 _RETRY = ("Retry-After", "1")
+_NOT_COMMITTED: Response = _text("503 Service Unavailable", "not committed; retry", _RETRY)
 
 
 def _transcode(text: str) -> str | None:
@@ -333,8 +335,63 @@ class Beacon:
         ticket = writer.submit(call, announced=True, note=note)
         logged = None if ticket is not None and note is not None else logged_body
         if ticket is None or not ticket.wait(self.commit_timeout):
-            return (*_text("503 Service Unavailable", "not committed; retry", _RETRY), logged)
+            return (*_NOT_COMMITTED, logged)
         return (*_GIF_RESPONSE, logged)
+
+    def start(self, environ: WSGIEnvironment, answer: Callable[[Response], None]) -> bool:
+        """Take a ``GET`` tracking call without a thread waiting for its commit.
+
+        For servers that can answer a request later from another thread (``identity
+        serve``): the call is parsed here and handed to the writer, and `answer` is called
+        with the response, ``(status, headers, body)``, from the writer's (or the syncer's)
+        thread once the call is committed and on the disk (the GIF), or once its commit
+        failed (``503``). As with :meth:`__call__`, the call's access-log line is written
+        before `answer` is called. `answer` must not block.
+
+        Parameters
+        ----------
+        environ : dict
+            The request's WSGI environ.
+        answer : callable
+            Called exactly once when this returns True, never when it returns False.
+
+        Returns
+        -------
+        bool
+            False when the request is not a ``GET`` of a tracking call, when the writer is
+            closed, or when the access log is not written by the writer: then nothing was
+            done, and the request must be answered by calling the app as usual.
+        """
+        if environ.get("REQUEST_METHOD") != "GET" or (
+            self.access_log is not None and not self._batch_log
+        ):
+            return False
+        path = str(environ.get("PATH_INFO") or environ.get("SCRIPT_NAME") or "")
+        kind = path.rstrip("/").rsplit("/", 1)[-1]
+        if kind not in KINDS:
+            return False
+        arrival = self._clock()
+        try:
+            call, logged_body = self._call(environ, "GET", kind, int(arrival))
+            note = None
+            if self._batch_log:
+                note = self._log_parts(environ, "GET", arrival, logged_body)
+        except Exception:  # the app's own path answers it (500) and logs why
+            return False
+        lock = self._lock
+
+        def then(stored: bool) -> None:
+            with lock:
+                self._in_flight -= 1
+            answer(_GIF_RESPONSE if stored else _NOT_COMMITTED)
+
+        with lock:
+            self._in_flight += 1
+        if self.writer.send(call, then, note=note):
+            return True
+        with lock:
+            self._in_flight -= 1
+        return False
 
     def _call(
         self, environ: WSGIEnvironment, method: str, kind: str, received: int
@@ -447,7 +504,7 @@ class Beacon:
 
 
 _LOGGED_OK = f"200 {len(GIF)}"
-_LOGGED_FAILED = f"503 {len(_text('503 Service Unavailable', 'not committed; retry')[2])}"
+_LOGGED_FAILED = f"503 {len(_NOT_COMMITTED[2])}"
 _ALLOW_CALLS = ("Allow", "GET, HEAD, POST")
 _ALLOW_READ = ("Allow", "GET, HEAD")
 

@@ -39,7 +39,7 @@ from typing import IO, Any
 
 from ..engine import Engine
 from ..errors import ConfigurationError
-from .app import make_app
+from .app import Beacon, Response, make_app
 
 __all__ = ["reliable_channel", "serve"]
 
@@ -61,6 +61,41 @@ def _ends_connection(request: Any) -> bool:
 
 def _first_line(request: Any) -> str:
     return f"{request.command} {request.path}"[:200]
+
+
+class _Answers:
+    """HTTP/1.1 answers as bytes, as waitress would write them (cached for the second).
+
+    Used only by the thread that answers calls without a request thread (the writer's or the
+    syncer's), so it takes no lock.
+    """
+
+    def __init__(self, ident: str) -> None:
+        self.ident = ident
+        self._second = -1
+        self._date = ""
+        self._cache: dict[tuple[str, bytes], bytes] = {}
+        self._http_date: Callable[[float], str] = importlib.import_module(
+            "waitress.utilities"
+        ).build_http_date
+
+    def __call__(self, response: Response) -> bytes:
+        status, headers, body = response
+        now = int(time.time())
+        if now != self._second:
+            self._second, self._date, self._cache = now, self._http_date(now), {}
+        key = (status, body)
+        data = self._cache.get(key)
+        if data is None:
+            lines = sorted([*headers, ("Server", self.ident), ("Date", self._date)], key=_name)
+            head = "".join(f"{name}: {value}\r\n" for name, value in lines)
+            data = f"HTTP/1.1 {status}\r\n{head}\r\n".encode("latin-1") + body
+            self._cache[key] = data
+        return data
+
+
+def _name(header: tuple[str, str]) -> str:
+    return header[0]
 
 
 @functools.cache
@@ -91,6 +126,7 @@ def reliable_channel() -> type[Any]:
     """
     channel_module: Any = importlib.import_module("waitress.channel")
     disconnected: type[Exception] = channel_module.ClientDisconnected
+    buffer_class: type[Any] = importlib.import_module("waitress.buffers").OverflowableBuffer
 
     class ReliableChannel(channel_module.HTTPChannel):  # type: ignore[misc]
         """An HTTP channel that loses no complete request (see :func:`reliable_channel`)."""
@@ -106,6 +142,70 @@ def reliable_channel() -> type[Any]:
         ended = False
         #: The socket was read to its end before closing.
         drained = False
+
+        def serve_fast(self) -> bool:
+            """Hand the first queued request to the beacon with no request thread (see below).
+
+            A ``GET`` of a tracking call on a keep-alive HTTP/1.1 connection is parsed in
+            the calling thread (the event loop's, or the one that answered the previous
+            request) and handed to the writer; the thread that makes its batch durable then
+            writes the answer and schedules the connection's next request. Everything else
+            (and this request, when the beacon declines it) goes to waitress's request
+            threads, as before. Returns whether the request was taken. The caller holds
+            ``requests_lock``.
+            """
+            beacon: Beacon | None = getattr(self.server, "identity_beacon", None)
+            if beacon is None or self.ended or not self.requests:
+                return False
+            request = self.requests[0]
+            if (
+                request.command != "GET"
+                or request.version != "1.1"
+                or _ends_connection(request)
+                or self.total_outbufs_len > self.adj.send_bytes
+            ):
+                return False
+            environ = self.task_class(self, request).get_environment()
+            return beacon.start(environ, functools.partial(self._answer_fast, request))
+
+        def _answer_fast(self, request: Any, response: Response) -> None:
+            """Write the answer of a request :meth:`serve_fast` took; serve the next one.
+
+            Runs in the thread that made the call durable. Never blocks on the client: the
+            answer goes to the channel's buffer, and the event loop sends it.
+            """
+            data: bytes = self.server.identity_answers(response)
+            with self.outbuf_lock:
+                if self.connected and not self.orphaned:
+                    if self.current_outbuf_count >= self.adj.outbuf_high_watermark:
+                        self.outbufs.append(buffer_class(self.adj.outbuf_overflow))
+                        self.current_outbuf_count = 0
+                    self.outbufs[-1].append(data)
+                    self.total_outbufs_len += len(data)
+                    # as waitress does: the next answer starts a new buffer (the event loop
+                    # may flush this one without the lock once no request is queued)
+                    self.current_outbuf_count = self.adj.outbuf_high_watermark
+            request.close()
+            with self.requests_lock:
+                if self.requests and self.requests[0] is request:
+                    self.requests.pop(0)
+                if not self.connected:
+                    self.orphaned = True
+                    self.close_when_flushed = True
+                if self.requests:
+                    self.server.add_task(self)
+                elif (
+                    self.connected
+                    and not self.orphaned
+                    and self.request is not None
+                    and self.request.expect_continue
+                    and self.request.headers_finished
+                    and not self.sent_continue
+                ):
+                    self.send_continue()
+            if self.connected:
+                self.server.pull_trigger()
+            self.last_activity = time.time()
 
         def readable(self) -> bool:
             if getattr(self.server, "identity_stopping", False):
@@ -339,6 +439,25 @@ def serve(
         raise
     server.channel_class = channel_class
     server.identity_stopping = False
+    # Tracking calls skip waitress's request threads (ReliableChannel.serve_fast): a request
+    # scheduled on a channel is first offered to the beacon, and goes to a request thread
+    # only when the beacon declines it.
+    server.identity_beacon = app
+    server.identity_answers = _Answers(str(server.adj.ident))
+    dispatch = server.add_task
+
+    def add_task(channel: Any) -> None:
+        serve_fast = getattr(channel, "serve_fast", None)
+        if serve_fast is None or not serve_fast():
+            dispatch(channel)
+
+    server.add_task = add_task
+
+    def expecting() -> bool:
+        """Whether a connection has no request in the server (its next call may come)."""
+        return any(not channel.requests for channel in list(server.active_channels.values()))
+
+    app.writer.expecting = expecting
     print(
         f"identity: serving on http://{server.effective_host}:{server.effective_port} "
         f"(db {engine.path}; Ctrl-C or SIGTERM to stop)",

@@ -27,30 +27,36 @@ from collections.abc import Callable, Sequence
 from ..calls import Call
 from ..engine import Engine
 from ..errors import ConfigurationError
-from .sync import Syncer
+from .sync import LogSync, Syncer
 
-__all__ = ["OnCommit", "Ticket", "Writer"]
+__all__ = ["OnCommit", "Then", "Ticket", "Writer"]
 
 #: What the writer thread calls once a batch's transaction is over, before it wakes the batch's
 #: requests: the notes handed to :meth:`Writer.submit` (None where none was given), and the
 #: indexes of the calls whose commit failed.
 OnCommit = Callable[[Sequence[object], frozenset[int]], None]
 
+#: What :meth:`Writer.send` calls once its call's batch is over: with True once the call is
+#: committed (and synced), False when it is not.
+Then = Callable[[bool], None]
+
 _log = logging.getLogger("identity.beacon")
 
 
 class _Batch:
-    """Calls that will share one transaction, with a held lock per call to wait on.
+    """Calls that will share one transaction, with a held lock or a callback per call.
 
-    One lock per request means one futex wake per request when the batch is committed, not
-    a herd of threads re-taking one shared condition.
+    One lock per waiting request means one futex wake per request when the batch is
+    committed, not a herd of threads re-taking one shared condition; a call handed over with
+    :meth:`Writer.send` has no thread waiting at all: its callback runs instead.
     """
 
-    __slots__ = ("calls", "failed", "first", "notes", "waiters")
+    __slots__ = ("calls", "failed", "first", "notes", "thens", "waiters")
 
     def __init__(self) -> None:
         self.calls: list[Call] = []
         self.waiters: list[threading.Lock] = []
+        self.thens: list[tuple[int, Then]] = []
         self.notes: list[object] = []
         self.failed: frozenset[int] = frozenset()
         self.first = 0.0
@@ -64,11 +70,22 @@ class _Batch:
         self.notes.append(note)
         return waiter
 
+    def add_then(self, call: Call, note: object, then: Then) -> None:
+        """Add `call`; `then` is called with whether it is stored once the batch is over."""
+        self.thens.append((len(self.calls), then))
+        self.calls.append(call)
+        self.notes.append(note)
+
     def finish(self, failed: frozenset[int]) -> None:
-        """Record which calls failed and wake every waiting request."""
+        """Record which calls failed, wake every waiting request, run the callbacks."""
         self.failed = failed
         for waiter in self.waiters:
             waiter.release()
+        for index, then in self.thens:
+            try:
+                then(index not in failed)
+            except Exception:
+                _log.exception("identity beacon: answering a committed call failed")
 
 
 class Ticket:
@@ -162,12 +179,16 @@ class Writer:
         self._state = "busy"
         self._counts = {"calls": 0, "batches": 0, "failed": 0}
         self._committing_since: float | None = None
+        #: Returns whether calls not handed over yet are on their way (set by the server:
+        #: some connection has no request waiting); paced syncs wait for them.
+        self.expecting: Callable[[], bool] | None = None
         store = engine.store
         self._syncer: Syncer[_Batch] | None = None
         if store.durable and store.path not in ("", ":memory:") and not store.readonly:
             # durability moves from SQLite's COMMIT to the syncer (see identity.beacon.sync)
             store.conn.execute("PRAGMA synchronous=NORMAL")
-            self._syncer = Syncer(f"{store.path}-wal", self._synced, self._sync_idle)
+            log = LogSync(f"{store.path}-wal", max_delay=max_wait)
+            self._syncer = Syncer(log, self._synced, self._sync_idle, more=self._more)
         self._thread = threading.Thread(target=self._run, name="identity-writer", daemon=True)
         self._thread.start()
 
@@ -226,17 +247,50 @@ class Writer:
                 return None
             batch = self._open
             index = len(batch.calls)
-            if not index:
-                batch.first = time.monotonic()
             waiter = batch.add(call, note)
-            full = index + 1 >= self.batch_size
-            if full:
-                self._ready.append(batch)
-                self._open = _Batch()
-            state = self._state
-            if state == "idle" or (state == "filling" and (full or self._announced <= 0)):
-                self._cond.notify()
+            self._added(batch, index)
         return Ticket(batch, index, waiter)
+
+    def send(self, call: Call, then: Then, *, note: object = None) -> bool:
+        """Hand `call` to the writer with a callback instead of a waiting thread.
+
+        Parameters
+        ----------
+        call : Call
+            As for :meth:`commit`.
+        then : callable
+            Called once the call's batch is over, in the writer's (or the syncer's) thread,
+            after :attr:`on_commit`: ``then(True)`` once the call is committed and on the
+            disk, ``then(False)`` when it is not. It must not block; an exception it raises
+            is logged.
+        note : object, optional
+            As for :meth:`submit`.
+
+        Returns
+        -------
+        bool
+            False when the writer is closed (`then` is never called), else True.
+        """
+        with self._cond:
+            if self._closing:
+                return False
+            batch = self._open
+            index = len(batch.calls)
+            batch.add_then(call, note, then)
+            self._added(batch, index)
+        return True
+
+    def _added(self, batch: _Batch, index: int) -> None:
+        """Account for the call just added at `index` of the open batch (lock held)."""
+        if not index:
+            batch.first = time.monotonic()
+        full = index + 1 >= self.batch_size
+        if full:
+            self._ready.append(batch)
+            self._open = _Batch()
+        state = self._state
+        if state == "idle" or (state == "filling" and (full or self._announced <= 0)):
+            self._cond.notify()
 
     def close(self, timeout: float | None = None) -> None:
         """Stop accepting calls, commit every call received, and join the thread.
@@ -270,52 +324,56 @@ class Writer:
         with self._cond:
             return dict(self._counts)
 
-    def _next(self) -> _Batch | None:
-        """Wait for the next batch to commit (None: closed and drained)."""
+    def _take(self) -> list[_Batch] | None:
+        """Wait for the next batches to commit (None: closed and drained).
+
+        The writer holds its commit (it is "filling") while requests that announced a call
+        are still parsing it (at most `max_wait` after the first call), and while the log is
+        being synced (a commit made now would wait for the next sync anyway).
+        """
         with self._cond:
             self._state = "idle"
             while not self._ready and not self._open.calls:
                 if self._closing:
                     return None
                 self._cond.wait()
-            if not self._ready:
-                self._state = "filling"
-                deadline = self._open.first + self.max_wait
-                while not self._ready and not self._closing and self._announced > 0:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        break
-                    self._cond.wait(remaining)
-                # a commit made while the log is being synced would wait for the next sync
-                # anyway: gather calls until the sync is over (bounded by the commit timeout)
-                syncer = self._syncer
-                give_up = time.monotonic() + 1.0
-                while syncer is not None and syncer.busy and not self._ready and not self._closing:
-                    remaining = give_up - time.monotonic()
-                    if remaining <= 0:
-                        break
-                    self._cond.wait(remaining)
+            self._state = "filling"
+            deadline = (self._ready[0] if self._ready else self._open).first + self.max_wait
+            while not self._ready and not self._closing and self._announced > 0:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._cond.wait(remaining)
+            syncer = self._syncer
+            give_up = time.monotonic() + 1.0  # bounded: a stuck sync is /healthz's to report
+            while syncer is not None and syncer.busy and not self._ready and not self._closing:
+                remaining = give_up - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._cond.wait(remaining)
             self._state = "busy"
-            if self._ready:
-                return self._ready.popleft()
-            batch, self._open = self._open, _Batch()
-            return batch
+            batches = list(self._ready)
+            self._ready.clear()
+            if self._open.calls:
+                batches.append(self._open)
+                self._open = _Batch()
+            return batches
 
     def _run(self) -> None:
-        batch: _Batch | None = None
+        batches: list[_Batch] | None = None
         try:
             while True:
-                batch = self._next()
-                if batch is None:
+                batches = self._take()
+                if batches is None:
                     self._stop_syncing()
                     return
-                self._commit(batch)
-                batch = None
+                self._commit_round(batches)
+                batches = None
         except BaseException:  # pragma: no cover - a bug in the loop itself
             _log.exception("identity beacon: the writer thread stopped")
             with self._cond:
                 self._closing = True
-                pending = [batch] if batch is not None else []
+                pending = list(batches or [])
                 pending += [*self._ready, self._open]
                 self._ready.clear()
             for stranded in pending:
@@ -339,10 +397,23 @@ class Writer:
                     _log.exception("identity beacon: rollback failed")
             raise
 
-    def _commit(self, batch: _Batch) -> None:
-        calls = batch.calls
-        failed: frozenset[int] = frozenset()
+    def _commit_round(self, batches: list[_Batch]) -> None:
+        """Commit `batches` (a transaction each), and hand them to the syncer."""
         self._committing_since = time.monotonic()
+        try:
+            outcomes = [self._commit(batch) for batch in batches]
+        finally:
+            self._committing_since = None
+        syncer = self._syncer
+        for batch, failed in zip(batches, outcomes, strict=True):
+            if failed or syncer is None:
+                self._release(batch, failed)
+            else:
+                syncer.put(batch)
+
+    def _commit(self, batch: _Batch) -> frozenset[int]:
+        """Commit one batch; return the indexes of its calls that failed (all or none)."""
+        calls = batch.calls
         try:
             self._apply(calls)
         except Exception:
@@ -351,13 +422,17 @@ class Writer:
             _log.exception(
                 "identity beacon: commit of %d calls failed; they are answered 503", len(calls)
             )
-            failed = frozenset(range(len(calls)))
-        finally:
-            self._committing_since = None
-        if failed or self._syncer is None:
-            self._release(batch, failed)
-        else:
-            self._syncer.put(batch)
+            return frozenset(range(len(calls)))
+        return frozenset()
+
+    def _more(self) -> bool:
+        """Whether calls are on their way to a sync (the syncer's hold; no lock needed)."""
+        if self._announced > 0 or self._open.calls or self._ready:
+            return True
+        if self._committing_since is not None:
+            return True
+        expecting = self.expecting
+        return expecting is not None and expecting()
 
     def _sync_idle(self) -> None:
         """Wake the writer if it holds a batch back until the sync under way is over."""
