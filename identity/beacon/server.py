@@ -98,6 +98,10 @@ def _name(header: tuple[str, str]) -> str:
     return header[0]
 
 
+def _never() -> bool:
+    return False
+
+
 @functools.cache
 def reliable_channel() -> type[Any]:
     """Return waitress's ``HTTPChannel`` made to run every complete request it received.
@@ -111,8 +115,8 @@ def reliable_channel() -> type[Any]:
     - :meth:`service` runs every queued request through the application, also after the client
       has gone or a write failed (the answer is then discarded, the call is committed), except
       after a request that ends the connection by HTTP's rules.
-    - While the server is stopping (``server.identity_stopping``), it reads no more from its
-      socket (what was sent is still drained and processed when the channel is closed).
+    - While the server is stopping (:meth:`stop_reading`), it reads no more from its socket
+      (what was sent is still drained and processed when the channel is closed).
 
     Returns
     -------
@@ -203,14 +207,16 @@ def reliable_channel() -> type[Any]:
                     and not self.sent_continue
                 ):
                     self.send_continue()
-            if self.connected:
-                self.server.pull_trigger()
+            # the event loop is woken once for the whole batch (Writer.after_release)
             self.last_activity = time.time()
 
-        def readable(self) -> bool:
-            if getattr(self.server, "identity_stopping", False):
-                return False
-            return bool(super().readable())
+        def stop_reading(self) -> None:
+            """Read no more from the socket (the server is stopping); in the loop's thread.
+
+            An instance attribute rather than a test in :meth:`readable`, which the event
+            loop calls for every connection on every turn.
+            """
+            self.readable = _never
 
         def handle_close(self) -> None:
             if not self.drained:
@@ -458,6 +464,7 @@ def serve(
         return any(not channel.requests for channel in list(server.active_channels.values()))
 
     app.writer.expecting = expecting
+    app.writer.after_release = server.pull_trigger  # once a batch's answers are written
     print(
         f"identity: serving on http://{server.effective_host}:{server.effective_port} "
         f"(db {engine.path}; Ctrl-C or SIGTERM to stop)",
@@ -495,7 +502,9 @@ def serve(
 
     def stop_reading() -> None:
         wasyncore.dispatcher.close(server)  # stop accepting connections
-        server.identity_stopping = True  # channels read no more new requests
+        server.identity_stopping = True
+        for channel in list(server.active_channels.values()):
+            channel.stop_reading()  # channels read no more new requests
 
     def close_channels() -> None:
         for channel in list(server.active_channels.values()):

@@ -175,13 +175,18 @@ class Writer:
         self._ready: deque[_Batch] = deque()
         self._announced = 0
         self._closing = False
-        #: "idle": waiting for a call; "filling": waiting for a batch to fill; "busy"
+        #: "idle": waiting for a call; "filling": waiting for a batch to fill; "held": waiting
+        #: for the sync under way to end (only a full batch wakes it); "busy"
         self._state = "busy"
         self._counts = {"calls": 0, "batches": 0, "failed": 0}
         self._committing_since: float | None = None
         #: Returns whether calls not handed over yet are on their way (set by the server:
         #: some connection has no request waiting); paced syncs wait for them.
         self.expecting: Callable[[], bool] | None = None
+        #: Called (by the thread that released them) once a batch's calls are released: the
+        #: server wakes its event loop there, once, to send the answers :meth:`send`'s
+        #: callbacks wrote.
+        self.after_release: Callable[[], None] | None = None
         store = engine.store
         self._syncer: Syncer[_Batch] | None = None
         if store.durable and store.path not in ("", ":memory:") and not store.readonly:
@@ -289,7 +294,11 @@ class Writer:
             self._ready.append(batch)
             self._open = _Batch()
         state = self._state
-        if state == "idle" or (state == "filling" and (full or self._announced <= 0)):
+        if (
+            state == "idle"
+            or (state == "filling" and (full or self._announced <= 0))
+            or (state == "held" and full)
+        ):
             self._cond.notify()
 
     def close(self, timeout: float | None = None) -> None:
@@ -345,6 +354,7 @@ class Writer:
                     break
                 self._cond.wait(remaining)
             syncer = self._syncer
+            self._state = "held"
             give_up = time.monotonic() + 1.0  # bounded: a stuck sync is /healthz's to report
             while syncer is not None and syncer.busy and not self._ready and not self._closing:
                 remaining = give_up - time.monotonic()
@@ -381,7 +391,7 @@ class Writer:
                 if self.on_commit is not None:
                     with contextlib.suppress(Exception):
                         self.on_commit(stranded.notes, failed)
-                stranded.finish(failed)
+                self._finish(stranded, failed)
 
     def _apply(self, calls: list[Call]) -> None:
         try:
@@ -437,7 +447,7 @@ class Writer:
     def _sync_idle(self) -> None:
         """Wake the writer if it holds a batch back until the sync under way is over."""
         with self._cond:
-            if self._state == "filling":
+            if self._state in ("filling", "held"):
                 self._cond.notify()
 
     def _synced(self, batch: _Batch, failed: bool) -> None:
@@ -466,4 +476,14 @@ class Writer:
                 on_commit(batch.notes, failed)
             except Exception:
                 _log.exception("identity beacon: the commit hook failed")
+        self._finish(batch, failed)
+
+    def _finish(self, batch: _Batch, failed: frozenset[int]) -> None:
+        """Wake the batch's requests, run its callbacks, then :attr:`after_release`."""
         batch.finish(failed)
+        after = self.after_release
+        if after is not None and batch.thens:
+            try:
+                after()
+            except Exception:
+                _log.exception("identity beacon: the release hook failed")
