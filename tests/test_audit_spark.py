@@ -50,14 +50,26 @@ def odd(tmp_path_factory: pytest.TempPathFactory) -> str:
     return str(path)
 
 
-def test_spark_audit_of_hostile_lines_and_every_format(
+def test_spark_audit_of_hostile_lines_every_format_and_stdin(
     spark: Any,
     files: dict[str, list[str]],  # noqa: F811
     odd: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # hostile.txt is named twice (read once); a .gz-less gzip file is read on the driver
-    paths = [*files["hostile"], *files["formats"], odd]
-    _assert_same(_memory(paths), engine.audit(paths, session=spark))
+    # stdin (read on the driver); hostile.txt named four ways (read once); a .gz-less gzip
+    # file (read on the driver); gzip, CRLF, BOM, bad UTF-8, over-long lines; every format
+    hostile = Path(files["hostile"][0])
+    monkeypatch.chdir(hostile.parent)
+    paths = ["-", *files["hostile"], *files["formats"], odd, hostile.name, f"./{hostile.name}"]
+    data = hostile.read_bytes()
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data)))
+    want = _memory_received(paths, RECEIVED)
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data)))
+    got = engine.audit(paths, received=RECEIVED, session=spark)
+    _assert_same(want, got)
+    names = [name for name, _ in got.sources]
+    assert names.count(str(hostile.resolve())) == 1
+    assert any(name.startswith("<stdin ") for name in names)
 
 
 def test_spark_audit_of_generated_shapes(spark: Any, files: dict[str, list[str]]) -> None:  # noqa: F811
@@ -79,27 +91,9 @@ def test_spark_audit_with_default_tenant_tenant_and_as_of(
     _assert_same(want, engine.audit(paths, tenant="tenant-2", as_of=as_of, session=spark))
 
 
-def test_spark_audit_of_stdin_and_a_file_named_twice(
-    spark: Any,
-    files: dict[str, list[str]],  # noqa: F811
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    path = Path(files["hostile"][0])
-    data = path.read_bytes()
-    monkeypatch.chdir(path.parent)
-    paths = ["-", path.name, str(path), f"./{path.name}"]  # relative, absolute, another spelling
-    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data)))
-    want = _memory_received(paths, RECEIVED)
-    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data)))
-    got = engine.audit(paths, received=RECEIVED, session=spark)
-    _assert_same(want, got)
-    assert len(got.sources) == 2  # stdin by its content, the file by its real path, once
-    assert str(path.resolve()) in dict(got.sources)
-
-
 def test_cli_spark_json_equals_memory_json(spark: Any, files: dict[str, list[str]]) -> None:  # noqa: F811
     # the CLI makes no session of its own while one is active, and leaves it running
-    path = files["mixed"][0]
+    path = files["hostile"][0]
     runner = CliRunner()
     documents = []
     for name in ("memory", "spark"):

@@ -136,8 +136,10 @@ def local_session(master: str | None = None, *, partitions: int = 4) -> SparkSes
     return session
 
 
-def _cut(frame: DataFrame) -> DataFrame:
+def _cut(frame: DataFrame, *, eager: bool = True) -> DataFrame:
     """Materialise `frame` (``localCheckpoint``) and forget how it was made.
+
+    Not `eager`: at the first action on it (one job fewer when an action follows at once).
 
     A checkpoint keeps its plan's size estimate, and the estimate of a join is the product
     of its sides': across rounds of self-joins it squares each time, until Spark runs out of
@@ -145,7 +147,7 @@ def _cut(frame: DataFrame) -> DataFrame:
     nothing passes through Python) starts the estimate afresh. Without a JVM behind the
     session (Spark Connect) the checkpoint is returned as it is.
     """
-    frame = frame.localCheckpoint()
+    frame = frame.localCheckpoint(eager=eager)
     jdf = getattr(frame, "_jdf", None)
     if jdf is None:  # pragma: no cover - Spark Connect
         return frame
@@ -185,7 +187,7 @@ def components(
         .select(F.least("a", "b").alias("u"), F.greatest("a", "b").alias("v"))
         .distinct()
     )
-    e = _cut(e)
+    e = _cut(e, eager=False)  # counted at once
     moves: list[DataFrame] = []
     rounds = 0
     while True:
@@ -203,13 +205,13 @@ def components(
         r = best.where(best["b"] < F.struct(F.xxhash64(F.col("x"), seed), F.col("x"))).select(
             "x", F.col("b.y").alias("rep")
         )
-        r = _cut(r)
+        r = _cut(r, eager=False)
         while True:  # pointer jumping
             s = r.select(F.col("x").alias("sx"), F.col("rep").alias("srep"))
             j = r.join(s, r["rep"] == s["sx"], "left").select(
                 "x", F.coalesce("srep", "rep").alias("rep"), F.col("srep").isNotNull().alias("m")
             )
-            j = _cut(j)
+            j = _cut(j, eager=False)  # counted at once
             moved = j.where(F.col("m")).limit(1).count()
             r = j.select("x", "rep")
             if not moved:
@@ -224,7 +226,7 @@ def components(
             .where(F.col("p") != F.col("q"))
         )
         e = p.select(F.least("p", "q").alias("u"), F.greatest("p", "q").alias("v"))
-        e = _cut(e.distinct())
+        e = _cut(e.distinct(), eager=False)  # counted at once
         if progress is not None:
             progress(f"components: round {rounds}, {left:,} links in")
     spark = edges.sparkSession
@@ -234,7 +236,7 @@ def components(
         step = r.join(o, r["rep"] == o["on"], "left").select(
             F.col("x").alias("node"), F.coalesce("oroot", "rep").alias("root")
         )
-        out = _cut(out.unionAll(step))
+        out = _cut(out.unionAll(step), eager=False)
     return out, rounds
 
 
@@ -394,7 +396,7 @@ def _read(
             before[index] += n
         parse = partial(_parse_lines, plans, bases)
         frames.append(spark.createDataFrame(lines.rdd.mapPartitions(parse), _CALLS))
-    calls = _cut(_union(frames)) if frames else spark.createDataFrame([], _CALLS)
+    calls = _union(frames).cache() if frames else spark.createDataFrame([], _CALLS)
     found: dict[int, int] = dict(calls.groupBy("input").count().collect())
     read = [(keys[i], int(found.get(i, 0))) for i in sorted(keys)]
     if progress is not None:
@@ -451,8 +453,8 @@ def _store(calls: DataFrame) -> _Store:
     okid = ok.join(i, (ok["tenant"] == i["it"]) & (ok["identity"] == i["ii"])).join(
         j, (ok["kind"] == "a") & (ok["tenant"] == j["jt"]) & (ok["name"] == j["ji"]), "left"
     )
-    okid = _cut(okid.drop("it", "ii", "jt", "ji", "raw"))
-    links = _cut(
+    okid = okid.drop("it", "ii", "jt", "ji", "raw").cache()
+    links = (
         okid.where((col("kind") == "a") & (col("iid") != col("jid")))
         .groupBy(F.least("iid", "jid").alias("a"), F.greatest("iid", "jid").alias("b"))
         .agg(
@@ -460,8 +462,9 @@ def _store(calls: DataFrame) -> _Store:
             F.count(F.lit(1)).alias("sent"),
             F.min(F.struct("t", "source"))["source"].alias("source"),
         )
+        .cache()
     )
-    events = _cut(
+    events = (
         okid.where(col("kind") == "e")
         .withColumn("pk", F.transform("props", lambda x: F.array(x["k"], x["v"])))
         .groupBy(col("iid").alias("identity"), col("nkey").alias("name_key"), "td", "pk")
@@ -475,15 +478,16 @@ def _store(calls: DataFrame) -> _Store:
             col("m.shown").alias("properties"),
             "sent",
         )
+        .cache()
     )
-    properties = _cut(
+    properties = (
         okid.where(col("kind") != "a")
         .select("iid", "td", "t", F.explode("props").alias("p"))
         .groupBy(col("iid").alias("identity"), col("p.k"), col("p.v"), "td")
         .agg(F.min("t").alias("t"), F.count(F.lit(1)).alias("sent"))
         .select("identity", "t", "sent")
     )
-    quarantine = _cut(
+    quarantine = (
         calls.where(col("reason").isNotNull())
         .groupBy("raw", "reason", "received")
         .agg(
@@ -491,6 +495,7 @@ def _store(calls: DataFrame) -> _Store:
             F.min("source").alias("source"),
             F.count(F.lit(1)).alias("sent"),
         )
+        .cache()
     )
     return _Store(calls, identities, links, events, properties, quarantine)
 
@@ -516,12 +521,12 @@ def _partition(
     edges = store.links.where(col("t") <= bound).select("a", "b")
     roots, rounds = components(edges, progress=progress)
     ids = store.identities.where(col("first_seen") <= bound)
-    member = _cut(
+    member = (
         ids.join(roots, ids["id"] == roots["node"], "left").select(
             col("id").alias("mid"), F.coalesce("root", "id").alias("root")
         )
-    )
-    person = _cut(
+    ).cache()
+    person = (
         member.join(store.identities, member["mid"] == store.identities["id"])
         .groupBy(col("root").alias("pid"))
         .agg(
@@ -529,6 +534,7 @@ def _partition(
             F.min("identity").alias("person"),
             F.count(F.lit(1)).alias("size"),
         )
+        .cache()
     )
     return _People(member, person), rounds
 
@@ -565,28 +571,32 @@ class _Q:
 def _counts(q: _Q) -> tuple[dict[str, int], int, dict[str, int], tuple[tuple[int, int], ...]]:
     from pyspark.sql import functions as F
 
-    col, bound = F.col, q.bound
-    identities: dict[str, int] = {}
-    never = 0
-    for tenant, n, nev in (
+    col, bound, none = F.col, q.bound, F.lit(None).cast("long")
+    never = col("customer_since").isNull() | (col("customer_since") > bound)
+    ids = (
         q.s.identities.where(q.within(col("tenant")) & (col("first_seen") <= bound))
         .groupBy("tenant")
-        .agg(
-            F.count(F.lit(1)),
-            F.count(F.when(col("customer_since").isNull() | (col("customer_since") > bound), 1)),
-        )
-        .collect()
-    ):
-        identities[tenant] = int(n)
-        never += int(nev)
-    people: dict[str, int] = defaultdict(int)
+        .agg(F.count(F.lit(1)).alias("n"), F.count(F.when(never, 1)).alias("never"))
+        .select(F.lit(0).alias("part"), "tenant", none.alias("size"), "n", "never")
+    )
+    people = (
+        q.p.person.where(q.within(col("tenant")))
+        .groupBy("tenant", "size")
+        .agg(F.count(F.lit(1)).alias("n"))
+        .select(F.lit(1).alias("part"), "tenant", "size", "n", none.alias("never"))
+    )
+    identities: dict[str, int] = {}
+    nevers = 0
+    persons: dict[str, int] = defaultdict(int)
     sizes: dict[int, int] = defaultdict(int)
-    for tenant, size, n in (
-        q.p.person.where(q.within(col("tenant"))).groupBy("tenant", "size").count().collect()
-    ):
-        people[tenant] += int(n)
-        sizes[int(size)] += int(n)
-    return identities, never, people, tuple(sorted(sizes.items()))
+    for part, tenant, size, n, nev in ids.unionByName(people).collect():
+        if part == 0:
+            identities[tenant] = int(n)
+            nevers += int(nev)
+        else:
+            persons[tenant] += int(n)
+            sizes[int(size)] += int(n)
+    return identities, nevers, persons, tuple(sorted(sizes.items()))
 
 
 def _largest(q: _Q) -> tuple[Largest, ...]:
@@ -603,39 +613,54 @@ def _largest(q: _Q) -> tuple[Largest, ...]:
         return ()
     roots = [int(r["pid"]) for r in top]
     member = q.p.member.where(col("root").isin(roots))
-    customers: dict[int, int] = dict(
-        q.named(member, "mid").where(col("icustomer") <= bound).groupBy("root").count().collect()
+    customers = (
+        q.named(member, "mid")
+        .where(col("icustomer") <= bound)
+        .groupBy("root")
+        .count()
+        .select(F.lit(0).alias("part"), "root", "count")
     )
     events = q.s.events.where(col("t") <= bound)
-    counts: dict[int, int] = dict(
-        events.join(member, events["identity"] == member["mid"]).groupBy("root").count().collect()
+    counts = (
+        events.join(member, events["identity"] == member["mid"])
+        .groupBy("root")
+        .count()
+        .select(F.lit(1).alias("part"), "root", "count")
     )
+    found: dict[tuple[int, int], int] = {
+        (int(part), int(root)): int(n) for part, root, n in customers.unionByName(counts).collect()
+    }
     return tuple(
         Largest(
             r["tenant"],
             r["person"],
             int(r["size"]),
-            int(customers.get(r["pid"], 0)),
-            int(counts.get(r["pid"], 0)),
+            found.get((0, r["pid"]), 0),
+            found.get((1, r["pid"]), 0),
         )
         for r in top
     )
 
 
-def _bridges_in(rows: Iterable[Any]) -> Iterator[tuple[int, list[tuple[Any, ...]]]]:
-    """On an executor: count the risky bridges of a partition's people, keep the evenest.
+def _bridges_in(rows: Iterable[Any]) -> Iterator[tuple[int, int, list[tuple[Any, ...]]]]:
+    """On an executor: count a partition's risky bridges and hubs, keep the evenest bridges.
 
-    Yields one ``(bridges, [(person, a, b, sizes, customers), ...])``.
+    Every link of an identity is in its person, so its degree is counted there. Yields one
+    ``(bridges, hubs, [(person, a, b, sizes, customers), ...])``.
     """
-    bridges = 0
+    bridges = hubs = 0
     best: list[tuple[int, Split]] = []
     limit = 8 * TOP
     for person, edges in rows:
         pairs = [(int(e[0]), int(e[1])) for e in edges]
         customer: dict[int, bool] = {}
+        degree: dict[int, int] = defaultdict(int)
         for a, b, ca, cb in edges:
-            customer[int(a)] = bool(ca)
-            customer[int(b)] = bool(cb)
+            customer[a] = bool(ca)
+            customer[b] = bool(cb)
+            degree[a] += 1
+            degree[b] += 1
+        hubs += sum(1 for d in degree.values() if d >= HUB_LINKS)
         for split in bridges_of(pairs, customer):
             if min(split.customers) > 0 or min(split.sizes) >= MIN_PART:
                 bridges += 1
@@ -644,11 +669,15 @@ def _bridges_in(rows: Iterable[Any]) -> Iterator[tuple[int, list[tuple[Any, ...]
             best = evenest(best, TOP)
             limit = 2 * len(best) + 8 * TOP
     best = evenest(best, TOP)
-    yield bridges, [(p, s.a, s.b, s.sizes, s.customers) for p, s in best]
+    yield bridges, hubs, [(p, s.a, s.b, s.sizes, s.customers) for p, s in best]
 
 
 def _risks(q: _Q) -> tuple[int, int, list[tuple[int, Split]]]:
-    """Count risky bridges and hubs; return the riskiest splits (person row, split)."""
+    """Count risky bridges and hubs; return the riskiest splits (person row, split).
+
+    The links are grouped by person and searched on the executors; only the counts and the
+    evenest candidates (every tie at the cut kept) come back.
+    """
     from pyspark.sql import functions as F
 
     col, bound = F.col, q.bound
@@ -657,7 +686,7 @@ def _risks(q: _Q) -> tuple[int, int, list[tuple[int, Split]]]:
                                col("customer_since").alias("sa"))  # fmt: skip
     cb = q.s.identities.select(col("id").alias("ib"), col("customer_since").alias("sb"))
     m = q.p.member
-    linked = _cut(
+    linked = (
         links.join(ca, links["a"] == ca["ia"])
         .join(cb, links["b"] == cb["ib"])
         .join(m, links["a"] == m["mid"])
@@ -670,16 +699,14 @@ def _risks(q: _Q) -> tuple[int, int, list[tuple[int, Split]]]:
             F.coalesce(col("sb") <= bound, F.lit(False)).alias("cb"),
         )
     )
-    ends = linked.select(col("a").alias("n")).unionAll(linked.select(col("b").alias("n")))
-    hubs = ends.groupBy("n").count().where(col("count") >= HUB_LINKS).count()
     grouped = linked.groupBy("root").agg(F.collect_list(F.struct("a", "b", "ca", "cb")))
-    bridges = 0
+    bridges = hubs = 0
     best: list[tuple[int, Split]] = []
-    for n, found in grouped.rdd.mapPartitions(_bridges_in).collect():
+    for n, h, found in grouped.rdd.mapPartitions(_bridges_in).collect():
         bridges += n
+        hubs += h
         best += [(p, Split(a, b, tuple(s), tuple(c))) for p, a, b, s, c in found]
-    best = evenest(best, TOP)
-    return bridges, int(hubs), best
+    return bridges, hubs, evenest(best, TOP)
 
 
 def _retries(q: _Q) -> tuple[int, tuple[Retry, ...]]:
@@ -689,17 +716,16 @@ def _retries(q: _Q) -> tuple[int, tuple[Retry, ...]]:
     col = F.col
     w = Window.partitionBy("identity", "name_key", "properties").orderBy("td")
     events = q.named(q.s.events, "identity").where(q.within(col("itenant")) & (col("t") <= q.bound))
-    found = _cut(
-        events.select(
-            "itenant", "iname", "name", "td", F.lag("td").over(w).alias("previous")
-        ).where(col("td") - col("previous") <= RETRY_WINDOW)
-    )
+    found = events.select(
+        "itenant", "iname", "name", "td", F.lag("td").over(w).alias("previous")
+    ).where(col("td") - col("previous") <= RETRY_WINDOW)
     count = found.count()
-    rows = found.orderBy("itenant", "iname", "td").limit(EXAMPLES).collect()
+    rows = found.orderBy("itenant", "iname", "td").limit(EXAMPLES).collect() if count else []
     return int(count), tuple(Retry(t, i, n, int(p), int(td)) for t, i, n, td, p in rows)
 
 
 def _junk(q: _Q) -> tuple[int, tuple[Junk, ...]]:
+    """Count the junk identities and pick the examples (the identities come to the driver)."""
     from pyspark.sql import functions as F
 
     col, bound = F.col, q.bound
@@ -707,23 +733,20 @@ def _junk(q: _Q) -> tuple[int, tuple[Junk, ...]]:
     ids = q.s.identities.where(q.within(col("tenant")) & (col("first_seen") <= bound))
     junk = ids.where(blocked(col("identity")))
     junk = junk.join(q.p.member, junk["id"] == q.p.member["mid"])
-    junk = _cut(
-        junk.join(q.p.person, junk["root"] == q.p.person["pid"]).select(
-            junk["id"], junk["tenant"], junk["identity"], q.p.person["person"]
-        )
+    junk = junk.join(q.p.person, junk["root"] == q.p.person["pid"]).select(
+        junk["id"], junk["tenant"], junk["identity"], q.p.person["person"]
     )
-    count = junk.count()
-    if not count:
-        return 0, ()
     events = q.s.events.where(col("t") <= bound).groupBy(col("identity").alias("eid")).count()
     rows = (
         junk.join(events, junk["id"] == events["eid"], "left")
-        .select("tenant", "identity", "person", F.coalesce("count", F.lit(0)).alias("events"))
-        .orderBy(col("events").desc(), "tenant", "identity")
-        .limit(EXAMPLES)
+        .select("tenant", "identity", "person", F.coalesce("count", F.lit(0)))
         .collect()
     )
-    return int(count), tuple(Junk(t, i, p, int(e)) for t, i, p, e in rows)
+    examples = sorted(
+        (Junk(t, i, p, int(e)) for t, i, p, e in rows),
+        key=lambda j: (-j.events, j.tenant, j.identity),
+    )
+    return len(examples), tuple(examples[:EXAMPLES])
 
 
 _Scanned = tuple[
@@ -732,40 +755,57 @@ _Scanned = tuple[
 
 
 def _scan(q: _Q) -> _Scanned:
+    """Count calls by kind, tenant and day, and quarantined calls by reason (one job)."""
     from pyspark.sql import functions as F
 
-    col, bound = F.col, q.bound
+    col, bound, none = F.col, q.bound, F.lit(None).cast("string")
+    tables = [("event", q.s.events, "identity"), ("property", q.s.properties, "identity"),
+              ("alias", q.s.links, "a")]  # fmt: skip
+    parts = [
+        q.named(table, identity)
+        .where(q.within(col("itenant")) & (col("t") <= bound))
+        .groupBy("itenant", F.expr(f"t div {_DAY}").alias("day"))
+        .agg(F.count(F.lit(1)).alias("n"), F.sum("sent").alias("sent"))
+        .select(
+            F.lit(kind).alias("kind"),
+            col("itenant").alias("tenant"),
+            none.alias("reason"),
+            "day",
+            "n",
+            "sent",
+        )
+        for kind, table, identity in tables
+    ]
+    parts.append(
+        q.s.quarantine.where(q.within(col("tenant")) & (col("received") <= bound))
+        .groupBy("tenant", "reason", F.expr(f"received div {_DAY}").alias("day"))
+        .agg(F.sum("sent").alias("sent"))
+        .select(
+            F.lit("quarantined").alias("kind"),
+            "tenant",
+            "reason",
+            "day",
+            F.lit(0).cast("long").alias("n"),
+            "sent",
+        )
+    )
     received: dict[str, int] = defaultdict(int)
     stored: dict[str, int] = defaultdict(int)
     days: dict[int, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     events: dict[str, int] = defaultdict(int)
     quarantined: dict[str, int] = defaultdict(int)
-    tables = [("event", q.s.events, "identity"), ("property", q.s.properties, "identity"),
-              ("alias", q.s.links, "a")]  # fmt: skip
-    for kind, table, identity in tables:
-        for tenant, day, n, sent in (
-            q.named(table, identity)
-            .where(q.within(col("itenant")) & (col("t") <= bound))
-            .groupBy("itenant", F.expr(f"t div {_DAY}").alias("day"))
-            .agg(F.count(F.lit(1)), F.sum("sent"))
-            .collect()
-        ):
-            stored[kind] += int(n)
-            received[kind] += int(sent)
-            days[int(day)][kind] += int(sent)
-            if kind == "event":
-                events[tenant] += int(n)
     reasons: dict[str, int] = defaultdict(int)
-    for tenant, reason, day, calls in (
-        q.s.quarantine.where(q.within(col("tenant")) & (col("received") <= bound))
-        .groupBy("tenant", "reason", F.expr(f"received div {_DAY}").alias("day"))
-        .agg(F.sum("sent"))
-        .collect()
-    ):
-        reasons[reason] += int(calls)
-        days[int(day)]["quarantined"] += int(calls)
-        if tenant is not None:
-            quarantined[tenant] += int(calls)
+    for kind, tenant, reason, day, n, sent in _union(parts).collect():
+        days[int(day)][kind] += int(sent)
+        if kind == "quarantined":
+            reasons[reason] += int(sent)
+            if tenant is not None:
+                quarantined[tenant] += int(sent)
+            continue
+        stored[kind] += int(n)
+        received[kind] += int(sent)
+        if kind == "event":
+            events[tenant] += int(n)
     kinds = tuple(KindCount(k, received[k], stored[k]) for k in KINDS)
     return kinds, reasons, events, quarantined, days
 
@@ -824,11 +864,11 @@ def _people_engine(q: _Q, persons: Sequence[int]) -> Engine:
             (calls["tenant"] == members["itenant"]) & (calls["identity"] == members["iname"]),
             "left_semi",
         )
-        .orderBy("input", "line")
         .select(
             "kind", "tenant", "identity", "name", "props", "t", "td", "received", "raw", "source"
         )
-        .toLocalIterator()
+        .orderBy("input", "line")
+        .collect()
     )
     engine = Engine()
     batch: list[Call] = []
@@ -861,14 +901,23 @@ def _merges(q: _Q, best: list[tuple[int, Split]], as_of: int | None) -> tuple[Me
     if not best:
         return ()
     col = F.col
-    rows = sorted({x for _, s in best for x in (s.a, s.b)})
-    names: dict[int, str] = dict(
-        q.s.identities.where(col("id").isin(rows)).select("id", "identity").collect()
-    )
-    persons = {
-        r["pid"]: (r["tenant"], r["person"], r["size"])
-        for r in q.p.person.where(col("pid").isin(sorted({p for p, _ in best}))).collect()
-    }
+    ids = sorted({x for _, s in best for x in (s.a, s.b)})
+    pids = sorted({p for p, _ in best})
+    who = q.s.identities.where(col("id").isin(ids)).select(
+        F.lit(0).alias("part"), "id", "identity", F.lit(None).cast("string").alias("tenant"),
+        F.lit(None).cast("long").alias("size"),
+    )  # fmt: skip
+    rows = who.unionByName(
+        q.p.person.where(col("pid").isin(pids)).select(
+            F.lit(1).alias("part"),
+            col("pid").alias("id"),
+            col("person").alias("identity"),
+            "tenant",
+            "size",
+        )
+    ).collect()
+    names = {int(r[1]): r[2] for r in rows if r[0] == 0}
+    persons = {int(r[1]): (r[3], r[2], int(r[4])) for r in rows if r[0] == 1}
     found = []
     for row, split in best:
         tenant, person, size = persons[row]
