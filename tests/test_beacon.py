@@ -24,6 +24,7 @@ import pytest
 from identity import Engine
 from identity import engine as engine_module
 from identity.beacon import GIF, Beacon, Writer, app_from_env, make_app, rules_for_keys
+from identity.beacon.sync import LogSync, Syncer
 from identity.calls import parse_query
 from identity.cli import main
 from identity.errors import ConfigurationError, DatabaseLockedError, DiskFullError
@@ -499,6 +500,148 @@ def test_healthz_says_when_a_commit_is_stalled(
         wait_for(lambda: app.writer.committing_for() == 0, "the commit")
         assert request(app, "/healthz").body == b"ok\n"
     assert (stalled.code, stalled.body) == (503, b"commit stalled\n")
+
+
+# --- durability: answered only once the WAL is synced -------------------------------------
+
+
+class GatedSync:
+    """A stand-in for ``os.fdatasync`` that holds every sync until :meth:`open` (or fails)."""
+
+    def __init__(self) -> None:
+        self.entered = threading.Event()
+        self.gate = threading.Event()
+        self.synced: list[str] = []  # the files synced, in order
+        self.fail = False
+
+    def __call__(self, fd: int) -> None:
+        self.entered.set()
+        assert self.gate.wait(10), "the test never opened the gate"
+        if self.fail:
+            raise OSError(5, "Input/output error (injected)")
+        self.synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+
+    def open(self) -> None:
+        self.gate.set()
+
+
+@pytest.fixture
+def gated_sync(monkeypatch: pytest.MonkeyPatch) -> GatedSync:
+    if not Path("/proc/self/fd").is_dir():
+        pytest.skip("needs /proc (Linux)")
+    gated = GatedSync()
+    monkeypatch.setattr(os, "fdatasync", gated)
+    return gated
+
+
+def committed(db: Path, person: str) -> bool:
+    """Whether a call of `person` is committed (seen from another connection)."""
+    with Engine(db, create=False) as reader:
+        return reader.same_person("K", person, person)
+
+
+def test_no_call_is_answered_before_the_wal_is_synced(db: Path, gated_sync: GatedSync) -> None:
+    with Engine(db) as engine, make_app(engine, max_wait=0) as app:
+        answers: list[Answer] = []
+        sender = threading.Thread(
+            target=lambda: answers.append(request(app, "/e", "_k=K&_p=waits&_n=x"))
+        )
+        sender.start()
+        assert gated_sync.entered.wait(10)
+        wait_for(lambda: committed(db, "waits"), "the commit")
+        time.sleep(0.05)
+        assert answers == []  # committed, not yet on the disk: not answered
+        gated_sync.open()
+        sender.join(10)
+    assert_gif(answers[0])
+    assert gated_sync.synced
+    assert all(path == f"{db}-wal" for path in gated_sync.synced)
+
+
+def test_a_call_sent_without_a_thread_is_answered_after_the_sync(
+    db: Path, gated_sync: GatedSync
+) -> None:
+    """The path ``identity serve`` takes (Beacon.start, Writer.send): the same promise."""
+    answered: list[tuple[str, float]] = []
+    log = io.StringIO()
+    with Engine(db) as engine, make_app(engine, max_wait=0, access_log=log) as app:
+        environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/e", "QUERY_STRING": "_k=K&_p=q&_n=x"}
+        setup_testing_defaults(environ)
+        assert app.start(environ, lambda answer: answered.append((answer[0], time.monotonic())))
+        assert gated_sync.entered.wait(10)
+        wait_for(lambda: committed(db, "q"), "the commit")
+        time.sleep(0.05)
+        assert answered == []
+        assert app.in_flight == 1  # a graceful stop waits for it
+        opened = time.monotonic()
+        gated_sync.open()
+        wait_for(lambda: bool(answered), "the answer")
+        assert app.in_flight == 0
+        environ["REQUEST_METHOD"] = "HEAD"
+        assert not app.start(environ, answered.append)  # not a call to take this way
+    [(status, when)] = answered
+    assert status == "200 OK"
+    assert when >= opened
+    assert '"GET /e?_k=K&_p=q&_n=x HTTP/1.0" 200 43' in log.getvalue()
+
+
+def test_a_failed_sync_answers_503_and_the_next_call_is_stored(
+    db: Path, gated_sync: GatedSync, caplog: pytest.LogCaptureFixture
+) -> None:
+    gated_sync.fail = True
+    gated_sync.open()
+    with Engine(db) as engine, make_app(engine, max_wait=0) as app:
+        with caplog.at_level(logging.ERROR, logger="identity.beacon"):
+            answer = request(app, "/e", "_k=K&_p=lost&_n=x")
+            environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/s", "QUERY_STRING": "_k=K&_p=q"}
+            setup_testing_defaults(environ)
+            sent: list[str] = []
+            assert app.start(environ, lambda answer: sent.append(answer[0]))
+            wait_for(lambda: bool(sent), "the answer")
+        assert (answer.code, answer.headers["Retry-After"]) == (503, "1")
+        assert sent == ["503 Service Unavailable"]
+        assert "cannot sync" in caplog.text
+        gated_sync.fail = False
+        assert_gif(request(app, "/e", "_k=K&_p=kept&_n=x"))
+        assert app.writer.stats()["failed"] == 2
+
+
+def test_the_sync_is_paced_only_when_the_disk_makes_syncs_wait() -> None:
+    log = LogSync("unused", max_delay=0.005)
+    for _ in range(5):
+        log._pace(0.0002)  # a fast disk: no hold
+    assert log.delay == 0
+    for _ in range(20):
+        log._pace(0.004)  # a disk that takes 4 ms whenever the sync is issued
+    assert log.delay == 0.005  # held, at most max_delay
+    for _ in range(40):
+        log._pace(0.0002)
+    assert log.delay == 0
+
+
+def test_a_paced_sync_is_held_only_while_more_calls_are_coming(tmp_path: Path) -> None:
+    path = tmp_path / "log"
+    path.write_bytes(b"x")
+    released: list[tuple[str, float]] = []
+    more = threading.Event()
+    more.set()
+    log = LogSync(str(path), max_delay=0.5)
+    log.delay, log.last_end = 0.5, time.monotonic()
+    syncer = Syncer(
+        log, lambda batch, failed: released.append((batch, time.monotonic())), more=more.is_set
+    )
+    start = time.monotonic()
+    try:
+        syncer.put("held")
+        time.sleep(0.05)
+        assert released == []  # more calls are on their way: the sync waits for them
+        more.clear()
+        syncer.put("now")  # nothing more coming: synced at once
+        wait_for(lambda: len(released) == 2, "the sync")
+    finally:
+        syncer.close()
+    assert [batch for batch, _ in released] == ["held", "now"]
+    assert released[0][1] - start < 0.45  # not held to the end of its delay
 
 
 # --- group commit ------------------------------------------------------------------------

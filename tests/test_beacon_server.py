@@ -351,3 +351,79 @@ def test_oversized_requests_get_a_safe_answer_and_the_server_stays_up(tmp_path: 
         [item] = engine.quarantine()
         assert (item.reason, item.tenant) == ("too_large", "K")
         assert len(item.raw) < 2000
+
+
+GATED = textwrap.dedent(
+    """
+    import os, sys, time
+    from identity import Engine
+    from identity.beacon.server import serve
+
+    gate, fail = sys.argv[2] + ".gate", sys.argv[2] + ".fail"
+
+    def fdatasync(fd):
+        if os.path.exists(gate):
+            print("identity test: sync held", file=sys.stderr, flush=True)
+            while os.path.exists(gate):
+                time.sleep(0.01)
+        if os.path.exists(fail):
+            raise OSError(5, "Input/output error (injected)")
+
+    os.fdatasync = fdatasync
+    with Engine(sys.argv[1]) as engine:
+        serve(engine, port=0, access_log=None, stop_timeout=5.0)
+    """
+)
+
+
+def test_served_calls_are_answered_only_after_the_wal_is_synced(tmp_path: Path) -> None:
+    """Over real sockets, on the path without request threads: 200 only after the sync."""
+    db, err, flag = tmp_path / "gated.db", tmp_path / "serve.err", tmp_path / "flag"
+    gate, fail = Path(f"{flag}.gate"), Path(f"{flag}.fail")
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    with open(err, "wb") as sink:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", GATED, str(db), str(flag)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=sink,
+            env=env,
+        )
+
+    def text() -> str:
+        return err.read_text(encoding="utf-8", errors="replace")
+
+    try:
+        wait_for(lambda: "serving on" in text() or proc.poll() is not None, "the server")
+        port = int(re.search(r"serving on http://127\.0\.0\.1:(\d+)", text()).group(1))  # type: ignore[union-attr]
+        sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        gate.touch()
+        sock.sendall(call("K", 1) + call("K", 2))  # pipelined, keep-alive
+        wait_for(lambda: "sync held" in text(), "the sync")
+        with Engine(db, create=False) as reader:
+            wait_for(lambda: stored_seqs(reader, "K") == [1], "the commit")
+        sock.settimeout(0.3)
+        with pytest.raises(TimeoutError):
+            sock.recv(1024)  # committed but not on the disk: no answer
+        gate.unlink()
+        sock.settimeout(10)
+        answers = read_answers(sock, 2)
+        assert answers == [b"HTTP/1.1 200 OK " + GIF] * 2
+        fail.touch()
+        sock.sendall(call("K", 3))
+        [refused] = read_answers(sock, 1)
+        assert refused == b"HTTP/1.1 503 Service Unavailable not committed; retry\n"
+        fail.unlink()
+        sock.sendall(call("K", 4))
+        assert read_answers(sock, 1) == [b"HTTP/1.1 200 OK " + GIF]
+        sock.close()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            code = proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+    assert code == 0, text()
+    assert "cannot sync" in text()
