@@ -84,10 +84,15 @@ _accelerator_cache: list[Callable[[Any, Any, int], tuple[int, Any]] | None] = []
 
 
 def _accelerator() -> Callable[[Any, Any, int], tuple[int, Any]] | None:
-    """Return the accelerator, loaded on first use (importing SciPy costs ~0.2 s)."""
+    """Return the accelerator, loaded on first use (importing SciPy costs ~0.2 s).
+
+    None when SciPy is missing or :data:`PURE_PYTHON_ENV` is set (read at every call, so
+    that one process can time both paths).
+    """
+    if os.environ.get(PURE_PYTHON_ENV, "") not in ("", "0"):
+        return None
     if not _accelerator_cache:
-        wanted = os.environ.get(PURE_PYTHON_ENV, "") in ("", "0")
-        _accelerator_cache.append(_load_scipy() if wanted else None)
+        _accelerator_cache.append(_load_scipy())
     return _accelerator_cache[0]
 
 
@@ -158,7 +163,8 @@ class UnionFind(Generic[T]):
     __slots__ = ("_index", "_items", "_least", "_n_links", "_parent", "_stale")
 
     def __init__(self, elements: Iterable[T] | None = None) -> None:
-        self._index: dict[T, int] = {}
+        #: item -> slot; an `_Interner`, so that `union_pairs` interns in place
+        self._index: dict[T, int] = _Interner()
         self._items: list[T] = []
         self._parent: array[int] = array("q")
         self._least: array[int] = array("q")
@@ -186,10 +192,10 @@ class UnionFind(Generic[T]):
 
     def _slot(self, x: T) -> int:
         """Return the slot of `x`, raising `KeyError` if it is unknown."""
-        try:
-            return self._index[x]
-        except KeyError:
-            raise KeyError(x) from None
+        i = self._index.get(x)
+        if i is None:
+            raise KeyError(x)
+        return i
 
     def _root(self, i: int) -> int:
         """Return the root slot of slot `i`, halving the path on the way."""
@@ -439,20 +445,28 @@ class UnionFind(Generic[T]):
             for a, b in pairs:
                 union(a, b)
             return
-        start = len(items)
-        # Interning in one pass at C speed: a dict whose __missing__ hands out the next
-        # slot, looked up by map(); only a new item costs a Python-level call.
-        interner = _Interner(index)
-        slots = list(map(interner.__getitem__, chain.from_iterable(pairs)))
-        if len(slots) != 2 * len(pairs):
+        # One flat list first: a C-speed pass that the interning below then reads in order
+        # (reading the items through their pairs, one pointer further away, is slower).
+        flat = list(chain.from_iterable(pairs))
+        if len(flat) != 2 * len(pairs) or (pairs and set(map(len, pairs)) != {2}):
             raise ValueError("every pair must have exactly two items")
-        fresh = list(islice(interner, start, None))
+        start = len(items)
+        # Interning in one pass at C speed, in place: the index is a dict whose __missing__
+        # hands out the next slot, looked up by map(); only a new item costs a Python-level
+        # call, and nothing is copied.
+        assert isinstance(index, _Interner)
+        try:
+            slots = list(map(index.__getitem__, flat))
+        except BaseException:  # an unhashable item: forget the items interned so far
+            for x in list(islice(index, start, None)):
+                del index[x]
+            raise
+        del flat
+        fresh = len(index) - start
         if fresh:
-            self._index = dict(interner)
-            items.extend(fresh)
-            self._parent.extend(array("q", [-1]) * len(fresh))
-            self._least.extend(range(start, start + len(fresh)))
-        del interner
+            items.extend(islice(index, start, None))
+            self._parent.extend(array("q", [-1]) * fresh)
+            self._least.extend(range(start, start + fresh))
         components = _accelerator() if len(slots) >= _ACCELERATE_FROM else None
         if components is not None:
             self._merge_components(slots, components)
@@ -584,16 +598,30 @@ class UnionFind(Generic[T]):
         return self._sets_pure()
 
     def _sets_pure(self) -> Iterator[set[T]]:
-        """`to_sets` in pure Python: one pass grouping the items by root."""
-        roots = self._roots()
+        """`to_sets` in pure Python: one pass finding each root and grouping by it.
+
+        Paths are compressed on the way (every slot then points at its root).
+        """
+        parent = self._parent.tolist()
         groups: dict[int, set[T]] = {}
-        for r, x in zip(roots, self._items, strict=True):
-            group = groups.get(r)
+        get = groups.get
+        for i, x in enumerate(self._items):
+            r = parent[i]
+            if r < 0:
+                r = i
+            else:
+                q = parent[r]
+                while q >= 0:
+                    r = q
+                    q = parent[r]
+                parent[i] = r
+            group = get(r)
             if group is None:
                 groups[r] = {x}
             else:
                 group.add(x)
-        del roots
+        self._parent = array("q", parent)
+        del parent
         yield from groups.values()
 
     def _sets_numpy(self) -> Iterator[set[T]]:

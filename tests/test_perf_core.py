@@ -84,3 +84,44 @@ def test_accelerated_sets_come_in_the_same_order(
     expected = [sorted(s) for s in uf._sets_pure()]
     assert [sorted(s) for s in uf._sets_numpy()] == expected
     assert [sorted(s) for s in uf._sets_pure()] == expected  # compression kept the partition
+
+
+def test_pure_python_env_is_read_at_every_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(core, "_accelerator_cache", [lambda rows, cols, n: (0, None)])
+    monkeypatch.setenv(core.PURE_PYTHON_ENV, "1")
+    assert core._accelerator() is None
+    monkeypatch.setenv(core.PURE_PYTHON_ENV, "0")
+    assert core._accelerator() is not None
+
+
+def test_without_numpy_every_path_is_pure_python(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A plain install (no NumPy, no SciPy): big batches and to_sets run in pure Python."""
+    import sys
+
+    for name in ("numpy", "scipy", "scipy.sparse", "scipy.sparse.csgraph"):
+        monkeypatch.setitem(sys.modules, name, None)  # importing it raises ImportError
+    monkeypatch.setattr(core, "_accelerator_cache", [])
+    monkeypatch.delenv(core.PURE_PYTHON_ENV, raising=False)
+    monkeypatch.setattr(core, "_ACCELERATE_FROM", 0)
+    assert core._accelerator() is None
+    uf: UnionFind[int] = UnionFind()
+    uf.union_pairs([(i, i + 1) for i in range(0, 20, 2)] + [(1, 2)])
+    assert sorted(sorted(s) for s in uf.to_sets())[0] == [0, 1, 2, 3]
+    assert uf.n_sets == 9
+
+
+def test_an_unhashable_item_leaves_the_structure_as_it_was(path: str) -> None:
+    uf: UnionFind[object] = UnionFind(["q"])
+    uf.union_pairs([("a", "b")])
+    with pytest.raises(TypeError):
+        uf.union_pairs([("c", "d"), ("e", [])])  # type: ignore[list-item]
+    assert list(uf) == ["q", "a", "b"]
+    assert "c" not in uf
+    uf.union_pairs([("c", "a")])
+    assert uf.name("c") == "a"
+    assert uf.size("b") == 3
+
+
+def test_pairs_of_the_wrong_length_are_refused_even_when_they_add_up(path: str) -> None:
+    with pytest.raises(ValueError, match="two items"):
+        UnionFind().union_pairs([("a", "b", "c"), ("d",)])  # type: ignore[list-item]
