@@ -24,7 +24,7 @@ import pytest
 from identity import Engine
 from identity import engine as engine_module
 from identity.beacon import GIF, Beacon, Writer, app_from_env, make_app, rules_for_keys
-from identity.beacon.sync import LogSync, Syncer
+from identity.beacon.sync import LogSync
 from identity.calls import parse_query
 from identity.cli import main
 from identity.errors import ConfigurationError, DatabaseLockedError, DiskFullError
@@ -619,29 +619,30 @@ def test_the_sync_is_paced_only_when_the_disk_makes_syncs_wait() -> None:
     assert log.delay == 0
 
 
-def test_a_paced_sync_is_held_only_while_more_calls_are_coming(tmp_path: Path) -> None:
-    path = tmp_path / "log"
-    path.write_bytes(b"x")
-    released: list[tuple[str, float]] = []
+def test_a_paced_commit_is_held_only_while_more_calls_are_coming(engine: Engine) -> None:
+    answered: list[tuple[str, bool, float]] = []
     more = threading.Event()
     more.set()
-    log = LogSync(str(path), max_delay=0.5)
-    log.delay, log.last_end = 0.5, time.monotonic()
-    syncer = Syncer(
-        log, lambda batch, failed: released.append((batch, time.monotonic())), more=more.is_set
-    )
-    start = time.monotonic()
-    try:
-        syncer.put("held")
+    with Writer(engine, max_wait=0.5) as writer:
+        writer.expecting = more.is_set
+        log = writer._syncer.log  # type: ignore[union-attr]
+        log.delay, log.last_end = 0.5, time.monotonic()  # as after syncs that had to wait
+        start = time.monotonic()
+
+        def send(person: str) -> None:
+            call = parse_query(f"/e?_k=K&_p={person}&_n=x", received=1)
+            assert writer.send(call, lambda ok: answered.append((person, ok, time.monotonic())))
+
+        send("held")
         time.sleep(0.05)
-        assert released == []  # more calls are on their way: the sync waits for them
+        assert answered == []  # more calls are on their way: the commit waits for them
         more.clear()
-        syncer.put("now")  # nothing more coming: synced at once
-        wait_for(lambda: len(released) == 2, "the sync")
-    finally:
-        syncer.close()
-    assert [batch for batch, _ in released] == ["held", "now"]
-    assert released[0][1] - start < 0.45  # not held to the end of its delay
+        send("last")  # nothing more coming: both are committed and synced at once
+        wait_for(lambda: len(answered) == 2, "the answers")
+        stats = writer.stats()
+    assert [(person, ok) for person, ok, _ in answered] == [("held", True), ("last", True)]
+    assert answered[0][2] - start < 0.45  # not held to the end of its delay
+    assert stats["batches"] == 1
 
 
 # --- group commit ------------------------------------------------------------------------

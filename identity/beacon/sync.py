@@ -13,12 +13,12 @@ Pacing. A disk that takes the same time for a sync issued now as for one issued 
 later (a virtual disk that rate-limits flushes, as this project's benchmark machine has: one
 flush per 4 ms, however early it is issued) is better synced late: the calls that arrive
 meanwhile share the sync. After each sync, :class:`LogSync` compares how long it took with
-the shortest sync it has seen lately; when syncs take longer than that, the syncer holds the
-next one back (until :attr:`LogSync.delay` after the previous sync ended, itself at most
-``max_delay``), and the hold shrinks again when they do not. A hold ends early once no more
-calls are on their way (``more``: every connection waits for its answer, nothing is being
-committed), so a lone request is never held, and a disk whose syncs cost what they cost is
-not waited for.
+the shortest sync it has seen lately; when syncs take longer than that, the writer holds its
+next commit (and so the next sync) back, until :attr:`LogSync.delay` after the previous sync
+ended (:meth:`LogSync.hold_until`; the delay is at most ``max_delay``), and the hold shrinks
+again when syncs do not wait. A hold ends early once no more calls are on their way (the
+server says every connection waits for its answer), so a lone request is never held, and a
+disk whose syncs cost what they cost is not waited for.
 
 Standard library only.
 """
@@ -131,9 +131,6 @@ class Syncer(Generic[B]):
         Called after each round of syncing and releasing (the writer, which holds back its
         next commit while a sync is under way, since that commit would wait for the next
         sync anyway, and so gathers bigger batches).
-    more : callable, optional
-        Returns whether more calls are on their way: then a paced sync is held (until
-        :meth:`LogSync.hold_until`); None: a sync is never held.
 
     Examples
     --------
@@ -152,13 +149,10 @@ class Syncer(Generic[B]):
         log: LogSync,
         release: Callable[[B, bool], None],
         idle: Callable[[], None] | None = None,
-        *,
-        more: Callable[[], bool] | None = None,
     ) -> None:
         self.log = log
         self._release = release
         self._idle = idle
-        self._more = more
         #: True while a sync is under way (batches handed over now wait for the next one).
         self.busy = False
         self._cond = threading.Condition(threading.Lock())
@@ -183,18 +177,6 @@ class Syncer(Generic[B]):
         if threading.current_thread() is not self._thread:
             self._thread.join(timeout)
 
-    def _hold(self) -> None:
-        """Wait (lock held) while the sync is paced and more calls are on their way."""
-        more = self._more
-        if more is None or self.log.delay <= 0:
-            return
-        deadline = self.log.hold_until()
-        while not self._closing:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or not more():
-                return
-            self._cond.wait(remaining)
-
     def _run(self) -> None:
         try:
             while True:
@@ -203,7 +185,6 @@ class Syncer(Generic[B]):
                         self._cond.wait()
                     if not self._queue:
                         return
-                    self._hold()
                     batches, self._queue = self._queue, []
                     self.busy = True
                 failed = not self.log.sync()

@@ -176,12 +176,13 @@ class Writer:
         self._announced = 0
         self._closing = False
         #: "idle": waiting for a call; "filling": waiting for a batch to fill; "held": waiting
-        #: for the sync under way to end (only a full batch wakes it); "busy"
+        #: for the sync under way to end (only a full batch wakes it); "paced": waiting for
+        #: the calls the server expects (a call wakes it once none is expected); "busy"
         self._state = "busy"
         self._counts = {"calls": 0, "batches": 0, "failed": 0}
         self._committing_since: float | None = None
         #: Returns whether calls not handed over yet are on their way (set by the server:
-        #: some connection has no request waiting); paced syncs wait for them.
+        #: some connection has no request waiting); a paced commit waits for them.
         self.expecting: Callable[[], bool] | None = None
         #: Called (by the thread that released them) once a batch's calls are released: the
         #: server wakes its event loop there, once, to send the answers :meth:`send`'s
@@ -193,7 +194,7 @@ class Writer:
             # durability moves from SQLite's COMMIT to the syncer (see identity.beacon.sync)
             store.conn.execute("PRAGMA synchronous=NORMAL")
             log = LogSync(f"{store.path}-wal", max_delay=max_wait)
-            self._syncer = Syncer(log, self._synced, self._sync_idle, more=self._more)
+            self._syncer = Syncer(log, self._synced, self._sync_idle)
         self._thread = threading.Thread(target=self._run, name="identity-writer", daemon=True)
         self._thread.start()
 
@@ -298,6 +299,7 @@ class Writer:
             state == "idle"
             or (state == "filling" and (full or self._announced <= 0))
             or (state == "held" and full)
+            or (state == "paced" and (full or not self._expected()))
         ):
             self._cond.notify()
 
@@ -336,9 +338,11 @@ class Writer:
     def _take(self) -> list[_Batch] | None:
         """Wait for the next batches to commit (None: closed and drained).
 
-        The writer holds its commit (it is "filling") while requests that announced a call
-        are still parsing it (at most `max_wait` after the first call), and while the log is
-        being synced (a commit made now would wait for the next sync anyway).
+        The writer holds its commit while requests that announced a call are still parsing
+        it (at most `max_wait` after the first call), while the log is being synced (a
+        commit made now would wait for the next sync anyway), and, when the sync is paced
+        (:mod:`identity.beacon.sync`), while :attr:`expecting` says more calls are on their
+        way (at most until :meth:`~identity.beacon.sync.LogSync.hold_until`).
         """
         with self._cond:
             self._state = "idle"
@@ -361,6 +365,16 @@ class Writer:
                 if remaining <= 0:
                     break
                 self._cond.wait(remaining)
+            expecting = self.expecting
+            if syncer is not None and syncer.log.delay > 0 and expecting is not None:
+                # the sync is paced (identity.beacon.sync): wait for the calls on their way
+                self._state = "paced"
+                until = syncer.log.hold_until()
+                while not self._ready and not self._closing and expecting():
+                    remaining = until - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    self._cond.wait(remaining)
             self._state = "busy"
             batches = list(self._ready)
             self._ready.clear()
@@ -435,12 +449,8 @@ class Writer:
             return frozenset(range(len(calls)))
         return frozenset()
 
-    def _more(self) -> bool:
-        """Whether calls are on their way to a sync (the syncer's hold; no lock needed)."""
-        if self._announced > 0 or self._open.calls or self._ready:
-            return True
-        if self._committing_since is not None:
-            return True
+    def _expected(self) -> bool:
+        """Whether the server expects more calls (a paced commit waits for them)."""
         expecting = self.expecting
         return expecting is not None and expecting()
 
