@@ -118,7 +118,12 @@ def test_spark_components_equal_networkx(spark: object) -> None:
     offset = 1 + max(max(e) for e in edges)
     edges += [(a + offset, b + offset) for a, b in GRAPHS["hubs-loops-duplicates"]()]
     frame = spark.createDataFrame(edges, "a long, b long")  # type: ignore[attr-defined]
-    labels, rounds = components(frame)
+    labels, rounds = components(frame, local_below=0)  # every round on Spark
     moved = {row["node"]: row["root"] for row in labels.collect()}
     assert _partition(edges, moved) == _networkx(edges)
     assert rounds <= 12
+    # the last links joined on the driver: the same partition, in fewer rounds
+    labels, fewer = components(frame, local_below=20_000)
+    moved = {row["node"]: row["root"] for row in labels.collect()}
+    assert _partition(edges, moved) == _networkx(edges)
+    assert fewer < rounds

@@ -162,8 +162,13 @@ def components(
     *,
     progress: Callable[[str], None] | None = None,
     max_rounds: int = 200,
+    local_below: int = 4096,
 ) -> tuple[DataFrame, int]:
     """Map every node of an edge list to its component's representative, on Spark.
+
+    Once at most `local_below` links are left (the contracted graph shrinks by a constant
+    factor a round), the last round joins them on the driver with a union-find instead of
+    the rounds of jobs that a handful of links would still cost.
 
     Parameters
     ----------
@@ -173,6 +178,8 @@ def components(
         Called with a line after each round.
     max_rounds : int
         A guard; never reached on real graphs (rounds are ``O(log n)``).
+    local_below : int
+        Finish on the driver once this many links or fewer are left (0: never).
 
     Returns
     -------
@@ -197,6 +204,11 @@ def components(
         rounds += 1
         if rounds > max_rounds:  # pragma: no cover - a guard
             raise RuntimeError("connected components did not converge")
+        if left <= local_below:
+            moves.append(_joined(e))
+            if progress is not None:
+                progress(f"components: round {rounds}, {left:,} links in (on the driver)")
+            break
         seed = F.lit(rounds * 0x9E3779B1)
         d = e.select(F.col("u").alias("x"), F.col("v").alias("y")).unionAll(
             e.select(F.col("v").alias("x"), F.col("u").alias("y"))
@@ -241,6 +253,29 @@ def components(
 
 
 # -- reading ---------------------------------------------------------------------------------
+
+
+def _joined(edges: DataFrame) -> DataFrame:
+    """Return ``(x, rep)`` joining the components of the few links `edges` (``u``, ``v``).
+
+    On the driver, by union-find; every node that is not its component's smallest maps to it.
+    """
+    parent: dict[int, int] = {}
+
+    def find(x: int) -> int:
+        root = x
+        while parent.get(root, root) != root:
+            root = parent[root]
+        while x != root:
+            parent[x], x = root, parent[x]
+        return root
+
+    for u, v in edges.collect():
+        a, b = find(int(u)), find(int(v))
+        if a != b:
+            parent[max(a, b)] = min(a, b)
+    rows = [(x, find(x)) for x in parent]
+    return edges.sparkSession.createDataFrame(rows, "x long, rep long")
 
 
 @dataclass(frozen=True, slots=True)
