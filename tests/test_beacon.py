@@ -625,7 +625,8 @@ def test_a_paced_commit_is_held_only_while_more_calls_are_coming(engine: Engine)
     more.set()
     with Writer(engine, max_wait=0.5) as writer:
         writer.expecting = more.is_set
-        log = writer._syncer.log  # type: ignore[union-attr]
+        log = writer._sync
+        assert log is not None
         log.delay, log.last_end = 0.5, time.monotonic()  # as after syncs that had to wait
         start = time.monotonic()
 

@@ -27,7 +27,7 @@ from collections.abc import Callable, Sequence
 from ..calls import Call
 from ..engine import Engine
 from ..errors import ConfigurationError
-from .sync import LogSync, Syncer
+from .sync import LogSync
 
 __all__ = ["OnCommit", "Then", "Ticket", "Writer"]
 
@@ -175,9 +175,9 @@ class Writer:
         self._ready: deque[_Batch] = deque()
         self._announced = 0
         self._closing = False
-        #: "idle": waiting for a call; "filling": waiting for a batch to fill; "held": waiting
-        #: for the sync under way to end (only a full batch wakes it); "paced": waiting for
-        #: the calls the server expects (a call wakes it once none is expected); "busy"
+        #: "idle": waiting for a call; "filling": waiting for announced calls; "paced":
+        #: waiting for the calls the server expects (a call wakes it once none is expected, or
+        #: when its batch is full); "busy": committing and syncing
         self._state = "busy"
         self._counts = {"calls": 0, "batches": 0, "failed": 0}
         self._committing_since: float | None = None
@@ -189,12 +189,12 @@ class Writer:
         #: callbacks wrote.
         self.after_release: Callable[[], None] | None = None
         store = engine.store
-        self._syncer: Syncer[_Batch] | None = None
+        self._sync: LogSync | None = None
         if store.durable and store.path not in ("", ":memory:") and not store.readonly:
-            # durability moves from SQLite's COMMIT to the syncer (see identity.beacon.sync)
+            # durability moves from SQLite's COMMIT to one sync a round (identity.beacon.sync)
             store.conn.execute("PRAGMA synchronous=NORMAL")
             log = LogSync(f"{store.path}-wal", max_delay=max_wait)
-            self._syncer = Syncer(log, self._synced, self._sync_idle)
+            self._sync = log
         self._thread = threading.Thread(target=self._run, name="identity-writer", daemon=True)
         self._thread.start()
 
@@ -265,7 +265,7 @@ class Writer:
         call : Call
             As for :meth:`commit`.
         then : callable
-            Called once the call's batch is over, in the writer's (or the syncer's) thread,
+            Called once the call's batch is over, in the writer's thread,
             after :attr:`on_commit`: ``then(True)`` once the call is committed and on the
             disk, ``then(False)`` when it is not. It must not block; an exception it raises
             is logged.
@@ -298,7 +298,6 @@ class Writer:
         if (
             state == "idle"
             or (state == "filling" and (full or self._announced <= 0))
-            or (state == "held" and full)
             or (state == "paced" and (full or not self._expected()))
         ):
             self._cond.notify()
@@ -336,46 +335,40 @@ class Writer:
             return dict(self._counts)
 
     def _take(self) -> list[_Batch] | None:
-        """Wait for the next batches to commit (None: closed and drained).
+        """Wait for the next round of batches to commit and sync (None: closed and drained).
 
-        The writer holds its commit while requests that announced a call are still parsing
-        it (at most `max_wait` after the first call), while the log is being synced (a
-        commit made now would wait for the next sync anyway), and, when the sync is paced
-        (:mod:`identity.beacon.sync`), while :attr:`expecting` says more calls are on their
-        way (at most until :meth:`~identity.beacon.sync.LogSync.hold_until`).
+        The writer holds a round while requests that announced a call are still parsing it
+        (it is "filling", at most `max_wait` after the first call) and, when the sync is
+        paced (:mod:`identity.beacon.sync`), while :attr:`expecting` says more calls are on
+        their way ("paced", at most until :meth:`~identity.beacon.sync.LogSync.hold_until`).
+        Calls that arrive while a round is being committed and synced wait for the next one.
         """
+        sync = self._sync
         with self._cond:
-            self._state = "idle"
-            while not self._ready and not self._open.calls:
-                if self._closing:
-                    return None
-                self._cond.wait()
-            self._state = "filling"
-            deadline = (self._ready[0] if self._ready else self._open).first + self.max_wait
-            while not self._ready and not self._closing and self._announced > 0:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
+            while not self._ready and not self._closing:
+                now = time.monotonic()
+                expecting = self.expecting
+                paced = sync is not None and sync.delay > 0 and expecting is not None
+                until = sync.hold_until() if paced and sync is not None else now
+                if not self._open.calls:
+                    # asleep until a call comes; while paced, the first calls do not wake it
+                    # (only the one after which none is expected, or the end of the pace)
+                    self._state = "paced" if until > now else "idle"
+                    self._cond.wait(until - now if until > now else None)
+                    continue
+                if self._announced > 0:
+                    self._state = "filling"
+                    until = self._open.first + self.max_wait
+                elif paced and expecting is not None and expecting():
+                    self._state = "paced"
+                else:
                     break
-                self._cond.wait(remaining)
-            syncer = self._syncer
-            self._state = "held"
-            give_up = time.monotonic() + 1.0  # bounded: a stuck sync is /healthz's to report
-            while syncer is not None and syncer.busy and not self._ready and not self._closing:
-                remaining = give_up - time.monotonic()
-                if remaining <= 0:
+                if until <= now:
                     break
-                self._cond.wait(remaining)
-            expecting = self.expecting
-            if syncer is not None and syncer.log.delay > 0 and expecting is not None:
-                # the sync is paced (identity.beacon.sync): wait for the calls on their way
-                self._state = "paced"
-                until = syncer.log.hold_until()
-                while not self._ready and not self._closing and expecting():
-                    remaining = until - time.monotonic()
-                    if remaining <= 0:
-                        break
-                    self._cond.wait(remaining)
+                self._cond.wait(until - now)
             self._state = "busy"
+            if self._closing and not self._ready and not self._open.calls:
+                return None
             batches = list(self._ready)
             self._ready.clear()
             if self._open.calls:
@@ -422,18 +415,18 @@ class Writer:
             raise
 
     def _commit_round(self, batches: list[_Batch]) -> None:
-        """Commit `batches` (a transaction each), and hand them to the syncer."""
+        """Commit `batches` (a transaction each), sync the log once, then release them."""
         self._committing_since = time.monotonic()
         try:
             outcomes = [self._commit(batch) for batch in batches]
+            sync = self._sync
+            if sync is not None and any(not failed for failed in outcomes) and not sync.sync():
+                # not on the disk: no call of the round may be acknowledged
+                outcomes = [frozenset(range(len(batch.calls))) for batch in batches]
         finally:
             self._committing_since = None
-        syncer = self._syncer
         for batch, failed in zip(batches, outcomes, strict=True):
-            if failed or syncer is None:
-                self._release(batch, failed)
-            else:
-                syncer.put(batch)
+            self._release(batch, failed)
 
     def _commit(self, batch: _Batch) -> frozenset[int]:
         """Commit one batch; return the indexes of its calls that failed (all or none)."""
@@ -454,21 +447,11 @@ class Writer:
         expecting = self.expecting
         return expecting is not None and expecting()
 
-    def _sync_idle(self) -> None:
-        """Wake the writer if it holds a batch back until the sync under way is over."""
-        with self._cond:
-            if self._state in ("filling", "held"):
-                self._cond.notify()
-
-    def _synced(self, batch: _Batch, failed: bool) -> None:
-        """Release a batch once the syncer has made it durable (or failed to)."""
-        self._release(batch, frozenset(range(len(batch.calls))) if failed else frozenset())
-
     def _stop_syncing(self) -> None:
-        """Release what waits for a sync, and give durability back to SQLite's COMMIT."""
-        if self._syncer is None:
+        """Give durability back to SQLite's COMMIT, and close the log's descriptor."""
+        if self._sync is None:
             return
-        self._syncer.close()
+        self._sync.close()
         with contextlib.suppress(sqlite3.Error):  # a closed engine needs nothing more
             self.engine.store.conn.execute("PRAGMA synchronous=FULL")
 
