@@ -78,13 +78,56 @@ def test_spark_audit_of_generated_shapes(spark: Any, files: dict[str, list[str]]
     _assert_same(_memory(paths), engine.audit(paths, session=spark))
 
 
+@pytest.fixture(scope="module")
+def imports(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
+    """A Kissmetrics CSV import file (BOM, CRLF, a header) and a Data Export folder."""
+    root = tmp_path_factory.mktemp("audit-spark-imports")
+    csv = root / "import.csv"
+    csv.write_bytes(
+        "\ufeffIdentity,Timestamp,Event,Prop:Billing Amount,Prop:Plan,Alias\r\n"
+        "bob@bob.com,1328044149,Subscribed,9.99,pro,\r\n"
+        "\r\n"
+        "matt@bob.com,,,,,matt.smith@bob.com\r\n"
+        "joe@bob.com,1325974373,,,free,\r\n"
+        '"Smith, Phil",1325629592,Subscribed,,,\r\n'
+        "ann@bob.com,yesterday,Subscribed,,,\r\n"
+        "matt.smith@bob.com,1328044150,Paid,5,,bob@bob.com\r\n"
+        "too,many,cells,1,2,3,4\r\n".encode()
+    )
+    folder = root / "km-export"
+    (folder / "revisions").mkdir(parents=True)
+    (folder / "index.csv").write_text(
+        "Filename,Minimum Timestamp,Maximum Timestamp\n"
+        "revisions/2.json,1393344600,1393344700\n"
+        "revisions/10.json,1393344700,1393344800\n",
+        encoding="utf-8",
+    )
+    (folder / "revisions" / "2.json").write_bytes(
+        b'{"_n":"visited site","_p":"anon-1","_t":1393344604}\r\n'
+        b'{"url":"www.example.com/","_n":"Caf\\303\\251 menu","_p":"anon-1","_t":1393344607}\n'
+        b'{"_p":"anon-1","_p2":"bob@bob.com","_t":1393344614}\n'
+        b"\n"
+    )
+    (folder / "revisions" / "10.json").write_bytes(
+        b'{"_p":"bob@bob.com","plan":"pro","_t":1393344701}\n'
+        b'{"_p":"bob@bob.com","_n":"Paid","amount":49.9,"_t":1393344702\n'  # truncated
+        b'{"_p":"bob@bob.com","_n":"Caf\xe9"}\n'  # Latin-1, and no _t
+        b'{"_p":"bob@bob.com","_n":"Logged In"}\n'  # no _t: the index's latest time
+    )
+    for path in (csv, folder / "revisions" / "2.json", folder / "revisions" / "10.json"):
+        os.utime(path, (RECEIVED, RECEIVED))
+    return [str(csv), str(folder)]
+
+
 def test_spark_audit_with_default_tenant_tenant_and_as_of(
     spark: Any,
     files: dict[str, list[str]],  # noqa: F811
+    imports: list[str],
 ) -> None:
-    paths = files["formats"]
+    paths = files["formats"] + imports  # km, jsonl, access, url, csv, a Data Export
     got = engine.audit(paths, default_tenant="K", session=spark)
     _assert_same(_memory(paths, default_tenant="K"), got)
+    assert got.identities > 10
     paths = files["mixed"]
     as_of = 1_262_304_000 + 3 * 86_400
     want = _memory(paths, tenant="tenant-2", as_of=as_of)
