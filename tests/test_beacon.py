@@ -24,6 +24,7 @@ import pytest
 from identity import Engine
 from identity import engine as engine_module
 from identity.beacon import GIF, Beacon, Writer, app_from_env, make_app, rules_for_keys
+from identity.beacon import writer as writer_module
 from identity.beacon.sync import LogSync
 from identity.calls import parse_query
 from identity.cli import main
@@ -644,6 +645,26 @@ def test_a_paced_commit_is_held_only_while_more_calls_are_coming(engine: Engine)
     assert [(person, ok) for person, ok, _ in answered] == [("held", True), ("last", True)]
     assert answered[0][2] - start < 0.45  # not held to the end of its delay
     assert stats["batches"] == 1
+
+
+def test_the_writer_checkpoints_the_log_every_so_many_calls(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(writer_module, "CHECKPOINT_CALLS", 3)
+    modes: list[str] = []
+    real = engine.store.checkpoint
+
+    def checkpoint(mode: str = "PASSIVE") -> tuple[int, int, int]:
+        modes.append(mode)
+        return real(mode)
+
+    monkeypatch.setattr(engine.store, "checkpoint", checkpoint)
+    with Writer(engine, max_wait=0) as writer:
+        for n in range(7):
+            assert writer.commit(parse_query(f"/e?_k=K&_p=p{n}&_n=x", received=1))
+    assert modes == ["RESTART", "RESTART"]
+    assert len(list(engine.people("K"))) == 7
+    engine.check()
 
 
 # --- group commit ------------------------------------------------------------------------

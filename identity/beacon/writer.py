@@ -42,6 +42,9 @@ Then = Callable[[bool], None]
 
 _log = logging.getLogger("identity.beacon")
 
+#: Calls committed between two checkpoints of the log by the writer (a few MiB of log).
+CHECKPOINT_CALLS = 4096
+
 
 class _Batch:
     """Calls that will share one transaction, with a held lock or a callback per call.
@@ -190,6 +193,7 @@ class Writer:
         self.after_release: Callable[[], None] | None = None
         store = engine.store
         self._sync: LogSync | None = None
+        self._uncheckpointed = 0  # calls committed since the writer's last checkpoint
         if store.durable and store.path not in ("", ":memory:") and not store.readonly:
             # durability moves from SQLite's COMMIT to one sync a round (identity.beacon.sync)
             store.conn.execute("PRAGMA synchronous=NORMAL")
@@ -427,6 +431,23 @@ class Writer:
             self._committing_since = None
         for batch, failed in zip(batches, outcomes, strict=True):
             self._release(batch, failed)
+        if self._sync is not None:
+            self._uncheckpointed += sum(len(batch.calls) for batch in batches)
+            if self._uncheckpointed >= CHECKPOINT_CALLS:
+                self._checkpoint()
+
+    def _checkpoint(self) -> None:
+        """Copy the log into the database and start it over (between rounds, answers sent).
+
+        A log written over from its start keeps its size, and syncing it then writes data
+        only; a log that grows makes every sync also commit the file system's journal (the
+        new size), which on a busy disk is most of the sync's time.
+        """
+        self._uncheckpointed = 0
+        try:
+            self.engine.store.checkpoint("RESTART")
+        except Exception:  # the log is then only longer: nothing is lost
+            _log.warning("identity beacon: checkpoint failed", exc_info=True)
 
     def _commit(self, batch: _Batch) -> frozenset[int]:
         """Commit one batch; return the indexes of its calls that failed (all or none)."""
