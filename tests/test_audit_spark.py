@@ -152,3 +152,15 @@ def test_spark_audit_refuses_a_missing_file(spark: Any, tmp_path: Path) -> None:
 
     with pytest.raises(InputError, match="no such file"):
         engine.audit([str(tmp_path / "missing.txt")], session=spark)
+
+
+def test_core_never_imports_pyspark() -> None:
+    import subprocess
+
+    code = (
+        "import sys, identity, identity.cli, identity.audit.command\n"
+        "import identity.audit.engines.memory\n"
+        "assert 'pyspark' not in sys.modules, 'pyspark imported'\n"
+        "assert 'identity.audit.engines.spark' not in sys.modules\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

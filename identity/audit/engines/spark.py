@@ -459,6 +459,12 @@ class _Store:
     events: DataFrame  # identity, name_key, td, name, t, properties, sent
     properties: DataFrame  # identity, t, sent
     quarantine: DataFrame  # tenant, reason, raw, received, source, sent
+    okid: DataFrame  # the accepted calls with their identities' ids (iid, jid)
+
+    def frames(self) -> tuple[DataFrame, ...]:
+        """Return every table (to unpersist them)."""
+        return (self.calls, self.links, self.events, self.properties, self.quarantine,
+                self.okid)  # fmt: skip
 
 
 def _store(calls: DataFrame) -> _Store:
@@ -532,7 +538,7 @@ def _store(calls: DataFrame) -> _Store:
         )
         .cache()
     )
-    return _Store(calls, identities, links, events, properties, quarantine)
+    return _Store(calls, identities, links, events, properties, quarantine, okid)
 
 
 @dataclass(frozen=True, slots=True)
@@ -1029,7 +1035,12 @@ def audit(
             raise SparkUnavailableError(
                 "the spark engine needs pyspark and Java: pip install 'identity[spark]'"
             ) from None
-        owned = SparkSession.getActiveSession() is None
+        from pyspark import SparkContext
+
+        # a session made here is stopped afterwards; one already running is not
+        owned = (
+            SparkSession.getActiveSession() is None and SparkContext._active_spark_context is None
+        )
         session = local_session(master)
     try:
         return _audit(
@@ -1062,7 +1073,17 @@ def _audit(
     bound = (1 << 63) - 1 if as_of is None else as_of
     people, rounds = _partition(store, bound, progress)
     say(f"people: components in {rounds} rounds")
-    q = _Q(store, people, tenant, bound)
+    try:
+        return _report(_Q(store, people, tenant, bound), read, as_of, say)
+    finally:  # a session that outlives the audit keeps none of its tables
+        for frame in (*store.frames(), people.member, people.person):
+            frame.unpersist()
+
+
+def _report(
+    q: _Q, read: Sequence[tuple[str, int]], as_of: int | None, say: Callable[[str], None]
+) -> Audit:
+    tenant = q.tenant
     identities, never, persons, sizes = _counts(q)
     bridges, hubs, best = _risks(q)
     say(f"risky links: {bridges:,} bridges, {hubs:,} hubs")
