@@ -42,8 +42,8 @@ Then = Callable[[bool], None]
 
 _log = logging.getLogger("identity.beacon")
 
-#: Calls committed between two checkpoints of the log by the writer (a few MiB of log).
-CHECKPOINT_CALLS = 4096
+#: Calls committed between two checkpoints of the log by the writer (about 2 MiB of log).
+CHECKPOINT_CALLS = 1024
 
 
 class _Batch:
