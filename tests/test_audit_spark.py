@@ -164,3 +164,33 @@ def test_core_never_imports_pyspark() -> None:
         "assert 'identity.audit.engines.spark' not in sys.modules\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_spark_reading_equals_the_reader_line_by_line_across_splits(
+    spark: Any,
+    files: dict[str, list[str]],  # noqa: F811
+    odd: str,
+) -> None:
+    from identity.io.sources import Reader
+
+    paths = [files["hostile"][0], files["mixed"][0], odd]  # odd: lines across splits
+    want = []
+    for path in paths:
+        with Reader(path) as reader:
+            want += [(c.source, c.kind, c.tenant, c.identity, c.name, c.t, c.td, c.raw, c.reason)
+                     for c in reader]  # fmt: skip
+    conf = spark.conf
+    saved = conf.get("spark.sql.files.maxPartitionBytes")
+    conf.set("spark.sql.files.maxPartitionBytes", "65536")  # many splits a file
+    try:
+        calls, read = engine._read(
+            spark, expand(paths), fmt="auto", default_tenant=None, received=None, progress=None
+        )
+        assert calls.rdd.getNumPartitions() > 2 * len(paths)
+        got = calls.select(
+            "source", "kind", "tenant", "identity", "name", "t", "td", "raw", "reason"
+        ).collect()
+    finally:
+        conf.set("spark.sql.files.maxPartitionBytes", saved)
+    assert sorted(tuple(r) for r in got) == sorted(want)
+    assert [n for _, n in read] == [sum(1 for w in want if w[0].startswith(p + ":")) for p in paths]

@@ -42,6 +42,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import sys
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -112,7 +113,7 @@ def local_session(master: str | None = None, *, partitions: int = 4) -> SparkSes
     Raises
     ------
     SparkUnavailableError
-        pyspark is not installed.
+        pyspark is not installed, or no Java runtime is found.
     """
     try:
         from pyspark.sql import SparkSession
@@ -120,6 +121,8 @@ def local_session(master: str | None = None, *, partitions: int = 4) -> SparkSes
         raise SparkUnavailableError(
             "the spark engine needs pyspark and Java: pip install 'identity[spark]'"
         ) from None
+    if not os.environ.get("JAVA_HOME") and shutil.which("java") is None:
+        raise SparkUnavailableError("the spark engine needs Java 17 or later (no java on PATH)")
     master = master or "local[*]"
     if master.startswith("local"):
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
@@ -413,9 +416,11 @@ def _read(
                 for call in reader:
                     batch.append(_row(index, int(call.source.rsplit(":", 1)[1]), call))
                     if len(batch) >= _BATCH:
-                        frames.append(_cut(spark.createDataFrame(batch, _CALLS)))
+                        frames.append(
+                            _cut(spark.createDataFrame(batch, _CALLS, verifySchema=False))
+                        )
                         batch = []
-                frames.append(spark.createDataFrame(batch, _CALLS))
+                frames.append(spark.createDataFrame(batch, _CALLS, verifySchema=False))
             if key == "-" and reader.content is not None:
                 key = f"<stdin {reader.content}>"  # as ingest remembers a whole small stdin
             if progress is not None:
@@ -430,7 +435,9 @@ def _read(
             bases[index, start] = before[index]
             before[index] += n
         parse = partial(_parse_lines, plans, bases)
-        frames.append(spark.createDataFrame(lines.rdd.mapPartitions(parse), _CALLS))
+        frames.append(
+            spark.createDataFrame(lines.rdd.mapPartitions(parse), _CALLS, verifySchema=False)
+        )
     calls = _union(frames).cache() if frames else spark.createDataFrame([], _CALLS)
     found: dict[int, int] = dict(calls.groupBy("input").count().collect())
     read = [(keys[i], int(found.get(i, 0))) for i in sorted(keys)]
@@ -1024,7 +1031,7 @@ def audit(
     InputError
         A path that does not exist or cannot be read (as ``identity ingest``).
     SparkUnavailableError
-        pyspark is not installed.
+        pyspark is not installed, or no Java runtime is found (no `session` given).
     """
     inputs = expand(paths)
     owned = False
