@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import functools
 import http.client
 import io
 import itertools
@@ -644,6 +645,39 @@ def test_a_paced_commit_is_held_only_while_more_calls_are_coming(engine: Engine)
         stats = writer.stats()
     assert [(person, ok) for person, ok, _ in answered] == [("held", True), ("last", True)]
     assert answered[0][2] - start < 0.45  # not held to the end of its delay
+    assert stats["batches"] == 1
+
+
+@pytest.mark.parametrize("slow", [False, True])
+def test_the_event_loop_leads_a_complete_round_unless_rounds_are_slow(
+    engine: Engine, slow: bool
+) -> None:
+    answered: list[tuple[str, bool, int]] = []
+    expected = ["a", "b"]
+    with Writer(engine, max_wait=0.5) as writer:
+        writer.leader = threading.get_ident()
+        writer.expecting = lambda: bool(expected)
+        log = writer._sync
+        assert log is not None
+        log.delay, log.last_end = 0.5, time.monotonic()
+        if slow:
+            writer._last_round = 1.0  # a slow disk: the loop must not block on it
+        for person in ("a", "b"):
+            expected.remove(person)
+            call = parse_query(f"/e?_k=K&_p={person}&_n=x", received=1)
+            then = functools.partial(
+                lambda p, ok: answered.append((p, ok, threading.get_ident())), person
+            )
+            assert writer.send(call, then)
+            if person == "a":
+                wait_for(lambda: writer._state == "paced", "the writer to wait for b")
+        writer.lead()
+        if not slow:  # committed, synced and answered here, before lead() returned
+            assert [(p, ok) for p, ok, _ in answered] == [("a", True), ("b", True)]
+        wait_for(lambda: len(answered) == 2, "the answers")
+        stats = writer.stats()
+    here = threading.get_ident()
+    assert all((thread == here) != slow for _, _, thread in answered)
     assert stats["batches"] == 1
 
 

@@ -210,6 +210,12 @@ def reliable_channel() -> type[Any]:
             # the event loop is woken once for the whole batch (Writer.after_release)
             self.last_activity = time.time()
 
+        def handle_read(self) -> None:
+            super().handle_read()
+            lead = getattr(self.server, "identity_lead", None)
+            if lead is not None:
+                lead()  # the call just read may complete a round (Writer.lead)
+
         def stop_reading(self) -> None:
             """Read no more from the socket (the server is stopping); in the loop's thread.
 
@@ -465,6 +471,8 @@ def serve(
 
     app.writer.expecting = expecting
     app.writer.after_release = server.pull_trigger  # once a batch's answers are written
+    app.writer.leader = threading.get_ident()  # the event loop's thread (server.run below)
+    server.identity_lead = app.writer.lead
     print(
         f"identity: serving on http://{server.effective_host}:{server.effective_port} "
         f"(db {engine.path}; Ctrl-C or SIGTERM to stop)",
