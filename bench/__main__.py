@@ -271,6 +271,11 @@ def _configure_scale(parser: argparse.ArgumentParser) -> None:
         "--no-check", action="store_true", help="skip `identity check` after each size"
     )
     parser.add_argument(
+        "--no-floor",
+        action="store_true",
+        help="skip the floor (parse_qsl + one executemany) on the same lines at each size",
+    )
+    parser.add_argument(
         "--batch-size",
         type=_positive,
         default=None,
@@ -300,11 +305,14 @@ def _run_scale(args: argparse.Namespace) -> int:
         check=not args.no_check,
         ingest_args=extra,
         progress=None if args.quiet else sys.stderr,
+        floor=not args.no_floor,
     )
     print(json.dumps(series.as_dict(), indent=2) if args.json else series.text())
     growth = series.growth
     failed = any(r.checked is False for r in series.results)
     missed = growth is not None and growth > scale.GROWTH_GOAL
+    share = series.results[0].floor_share if series.results else None
+    missed = missed or (share is not None and share < scale.FLOOR_GOAL)
     return 1 if args.strict and (failed or missed) else 0
 
 

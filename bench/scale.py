@@ -6,7 +6,11 @@ Three steps per size, each its own process so that its figures are its own:
 2. ``python -m identity.cli ingest FILE --db DB`` (the ``identity ingest`` command) applies
    them, run under ``/usr/bin/time -v`` when it exists (peak RSS, CPU and wall time from the
    kernel), else timed with `os.wait4` (the same figures from ``getrusage`` of the child);
-3. ``python -m identity.cli check --db DB`` verifies the result (`run` with ``check=True``).
+3. ``python -m identity.cli check --db DB`` verifies the result (`run` with ``check=True``);
+4. the floor (`bench.subjects.floor_ingest`: each line parsed with ``parse_qsl`` and written
+   with one ``executemany`` into a table indexed on (tenant, identity)) on the same lines, in
+   a child process of its own (`run` with ``floor=True``), so that the ingest's share of the
+   floor's calls per CPU second is measured in the same run, at every size.
 
 `run_sizes` does that for several sizes (by default 1M, 4M and 10M calls) and reports, side
 by side, calls per CPU and per wall second, system time, peak RSS, and the ratio of the CPU
@@ -38,6 +42,9 @@ from bench.measure import ROOT, child_env
 DEFAULT_SIZES = (1_000_000, 4_000_000, 10_000_000)
 #: The most CPU per call the largest size may cost, relative to the smallest (issue 13).
 GROWTH_GOAL = 1.3
+#: The least share of the floor's calls per CPU second the ingest must reach at the smallest
+#: size (issue 13).
+FLOOR_GOAL = 0.5
 
 TIME_V = "/usr/bin/time"
 
@@ -149,6 +156,15 @@ class ScaleResult:
     summary: str
     #: ``identity check`` of the database after the ingest (None: not run).
     check: ProcessFigures | None = None
+    #: The floor on the same lines (None: not run).
+    floor: ProcessFigures | None = None
+
+    @property
+    def floor_share(self) -> float | None:
+        """Ingest calls per CPU second over the floor's (None: floor not run)."""
+        if self.floor is None or not self.ingest.cpu_s:
+            return None
+        return self.floor.cpu_s / self.ingest.cpu_s
 
     @property
     def rate(self) -> float:
@@ -177,6 +193,10 @@ class ScaleResult:
         data["calls_per_cpu_s"] = self.calls / self.ingest.cpu_s if self.ingest.cpu_s else None
         data["cpu_us_per_call"] = self.cpu_per_call_us
         data["check_passed"] = self.checked
+        data["floor_calls_per_cpu_s"] = (
+            self.calls / self.floor.cpu_s if self.floor is not None and self.floor.cpu_s else None
+        )
+        data["floor_share"] = self.floor_share
         return data
 
     def text(self) -> str:
@@ -224,11 +244,13 @@ def run(
     progress: IO[str] | None = sys.stderr,
     check: bool = False,
     ingest_args: Sequence[str] = (),
+    floor: bool = False,
 ) -> ScaleResult:
     """Generate `calls` calls to a file, then ``identity ingest`` them into a new database.
 
     With `check`, ``identity check`` of the database follows (its figures in
-    :attr:`ScaleResult.check`). `ingest_args` are added to the ingest's command line
+    :attr:`ScaleResult.check`); with `floor`, the floor on the same lines (its figures in
+    :attr:`ScaleResult.floor`). `ingest_args` are added to the ingest's command line
     (``["--batch-size", "50000"]``).
 
     Raises
@@ -259,6 +281,15 @@ def run(
     ingest_argv = [python, "-m", "identity.cli", "ingest", str(lines), "--db", str(db)]
     ingest_argv += list(ingest_args)
     check_argv = [python, "-m", "identity.cli", "check", "--db", str(db)]
+    floor_db = tmp / f"{shape}-{calls}.floor.db"
+    floor_argv = [
+        python,
+        "-c",
+        "import sys; from bench import subjects; "
+        "print(subjects.floor_ingest(subjects.read_lines(sys.argv[1]), sys.argv[2]), 'rows')",
+        str(lines),
+        str(floor_db),
+    ]
 
     def say(message: str) -> None:
         if progress is not None:
@@ -281,6 +312,16 @@ def run(
             say(f"$ {shlex.join(check_argv)}")
             checked = run_measured(check_argv)
             say(f"  exit {checked.status}, {checked.wall_s:,.1f} s")
+        floored = None
+        if floor:
+            say(f"$ {shlex.join(floor_argv)}  # the floor")
+            floored = run_measured(floor_argv)
+            if floored.status != 0:
+                raise RuntimeError(f"floor failed ({floored.status}): {floored.output[-2000:]}")
+            say(
+                f"  {floored.wall_s:,.1f} s "
+                f"({calls / floored.cpu_s if floored.cpu_s else 0:,.0f} calls per CPU second)"
+            )
         return ScaleResult(
             calls=calls,
             shape=shape,
@@ -290,11 +331,12 @@ def run(
             ingest=ingest,
             summary=summaries[-1] if summaries else ingest.output[-300:],
             check=checked,
+            floor=floored,
         )
     finally:
         if not keep:
             if workdir:
-                for path in (lines, db, Path(f"{db}-wal"), Path(f"{db}-shm")):
+                for path in (lines, db, Path(f"{db}-wal"), Path(f"{db}-shm"), floor_db):
                     path.unlink(missing_ok=True)
             else:
                 shutil.rmtree(tmp, ignore_errors=True)
@@ -323,6 +365,8 @@ class ScaleSeries:
             "sizes": [r.as_dict() for r in self.results],
             "cpu_per_call_growth": self.growth,
             "growth_goal": GROWTH_GOAL,
+            "floor_share": self.results[0].floor_share if self.results else None,
+            "floor_goal": FLOOR_GOAL,
         }
 
     def text(self) -> str:
@@ -347,6 +391,14 @@ class ScaleSeries:
                 "identity check",
                 lambda r: {None: "not run", True: "passed", False: "FAILED"}[r.checked],
             ),
+            (
+                "floor calls/s (CPU)",
+                lambda r: f"{r.calls / r.floor.cpu_s:,.0f}" if r.floor and r.floor.cpu_s else "-",
+            ),
+            (
+                "ingest / floor (calls per CPU s)",
+                lambda r: "-" if r.floor_share is None else f"{r.floor_share:.0%}",
+            ),
         ]
         headers = ["figure", *(f"{r.calls:,} calls" for r in results)]
         rows = [[name, *(show(r) for r in results)] for name, show in figures]
@@ -357,6 +409,13 @@ class ScaleSeries:
             table += (
                 f"\n\nCPU per call at {results[-1].calls:,} / at {results[0].calls:,} calls: "
                 f"{growth:.2f}x (goal <= {GROWTH_GOAL}x: {verdict})"
+            )
+        share = results[0].floor_share
+        if share is not None:
+            verdict = "met" if share >= FLOOR_GOAL else "NOT met"
+            table += (
+                f"\nat {results[0].calls:,} calls, ingest reaches {share:.0%} of the floor's "
+                f"calls per CPU second (goal >= {FLOOR_GOAL:.0%}: {verdict})"
             )
         return table + f"\n\nworkload: {results[0].shape}; ingest said: {results[-1].summary}"
 
@@ -371,8 +430,11 @@ def run_sizes(
     check: bool = True,
     ingest_args: Sequence[str] = (),
     progress: IO[str] | None = sys.stderr,
+    floor: bool = True,
 ) -> ScaleSeries:
     """Run `run` for each size in `sizes` (one after the other, never two at once).
+
+    With `floor`, the floor runs on the lines of the first (smallest) size, where its goal is.
 
     Raises
     ------
@@ -389,7 +451,8 @@ def run_sizes(
             progress=progress,
             check=check,
             ingest_args=ingest_args,
+            floor=floor and i == 0,  # the goal is at the smallest size
         )
-        for calls in sizes
+        for i, calls in enumerate(sizes)
     ]
     return ScaleSeries(tuple(results))

@@ -15,12 +15,12 @@ import json
 from array import array
 from collections.abc import Sequence
 from operator import itemgetter
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from .calls import Call
 from .core import UnionFind
 from .records import Summary
-from .store import EventRow, IdentityRow, LinkRow, PersonRow, PropertyRow, QuarantineRow, Store
+from .store import IdentityRow, PersonRow, QuarantineRow, Store
 
 __all__ = ["BatchResult", "BatchState", "IdentityCache", "apply_batch", "fingerprint"]
 
@@ -272,24 +272,32 @@ def _merge(
     merge as the survivor: only the absorbed side is relabelled. Returns the person of
     every endpoint identity created by the batch, and the number of links sent.
     """
-    links: dict[tuple[int, int], LinkRow] = {}
+    # rows as lists [a, b, t, sent, source], updated in place (no tuple per copy)
+    links: dict[tuple[int, int], list[Any]] = {}
     n_links = 0
+    ids = resolved.ids
+    last_tenant: str | None = None
+    tenant_ids: dict[str, int] = {}
     for call in accepted:
-        if call.kind != "a" or call.identity == call.name:
+        if call.kind != "a":
+            continue
+        who, other = call.identity or "", call.name or ""
+        if who == other:
             continue
         n_links += 1
-        tenant_ids = resolved.ids[call.tenant or ""]
-        x, y = tenant_ids[call.identity or ""], tenant_ids[call.name or ""]
+        if call.tenant != last_tenant:
+            last_tenant = call.tenant
+            tenant_ids = ids[call.tenant or ""]
+        x, y = tenant_ids[who], tenant_ids[other]
         pair = (x, y) if x < y else (y, x)
         link = links.get(pair)
         if link is None:
-            links[pair] = LinkRow(pair[0], pair[1], call.t, 1, call.source)
-        elif (call.t, call.source) < (link.t, link.source):
-            links[pair] = LinkRow(pair[0], pair[1], call.t, link.sent + 1, call.source)
+            links[pair] = [pair[0], pair[1], call.t, 1, call.source]
         else:
-            links[pair] = link._replace(sent=link.sent + 1)
-    if not links:
-        return {}, n_links
+            link[3] += 1
+            if (call.t, call.source) < (link[2], link[4]):
+                link[2] = call.t
+                link[4] = call.source
     # persons of the link endpoints; a new identity starts as its own person
     endpoints = {x for pair in links for x in pair}
     first_new = resolved.first_new
@@ -311,8 +319,7 @@ def _merge(
                 persons.add(row_id)
                 display[row_id] = name
                 tenant_of[row_id] = tenant
-    for x, y in links:
-        persons.union(person_of[x], person_of[y])
+    persons.union_pairs([(person_of[x], person_of[y]) for x, y in links])
     absorbed = [p for p in display if persons.find(p) != p]
     summary.merges = len(absorbed)
     roots: dict[int, str] = {}  # each person that absorbed others: its display id
@@ -329,7 +336,7 @@ def _merge(
     store.upsert_persons(
         PersonRow(root, tenant_of[root], roots[root], persons.size(root)) for root in sorted(roots)
     )
-    store.upsert_links(links[pair] for pair in sorted(links))
+    store.upsert_links([links[pair] for pair in sorted(links)])
     new_endpoints = {row_id: persons.find(row_id) for row_id in endpoints if row_id >= first_new}
     return new_endpoints, n_links
 
@@ -386,50 +393,56 @@ def _write_events(
     A duplicate keeps the smallest ``(t, name, properties)`` of its copies, whichever came
     first.
     """
-    events: dict[tuple[int, bytes], EventRow] = {}
-    records: dict[tuple[int, bytes], PropertyRow] = {}
+    # rows as lists (EventRow / PropertyRow order), updated in place: a duplicate costs no
+    # new row object
+    events: dict[tuple[int, bytes], list[Any]] = {}
+    records: dict[tuple[int, bytes], list[Any]] = {}
     n_events = n_records = 0
+    blake2b = _blake2b
+    last_tenant: str | None = None
+    tenant_ids: dict[str, int] = {}
     for call in accepted:
-        if call.kind == "a":
+        kind = call.kind
+        if kind == "a":
             continue
-        row_id = ids[call.tenant or ""][call.identity or ""]
-        if call.kind == "e":
+        if call.tenant != last_tenant:
+            last_tenant = call.tenant
+            tenant_ids = ids[call.tenant or ""]
+        row_id = tenant_ids[call.identity or ""]
+        t, td, properties = call.t, call.td, call.properties
+        if kind == "e":
             n_events += 1
-            properties = call.properties
             shown = _properties_json(properties)
             name = call.name or ""
             name_key = name.casefold()
             if loose or not properties:
-                digest = _digest(f"{name_key}\x00{call.td}")
+                text = f"{name_key}\x00{td}"
             else:
                 values = "\x00".join([f"{k}\x01{v}" for k, _, v in properties])
-                digest = _digest(f"{name_key}\x00{call.td}\x00{values}")
+                text = f"{name_key}\x00{td}\x00{values}"
+            digest = blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
             key = (row_id, digest)
             event = events.get(key)
             if event is None:
-                events[key] = EventRow(row_id, digest, name, name_key, call.t, call.td, shown, 1)
-            elif (call.t, name, shown) < (event.t, event.name, event.properties):
-                events[key] = event._replace(
-                    name=name, t=call.t, properties=shown, sent=event.sent + 1
-                )
+                events[key] = [row_id, digest, name, name_key, t, td, shown, 1]
             else:
-                events[key] = event._replace(sent=event.sent + 1)
-        td = call.td
-        for prop_key, prop_name, value in call.properties:
+                event[7] += 1
+                if (t, name, shown) < (event[4], event[2], event[6]):
+                    event[2], event[4], event[6] = name, t, shown
+        for prop_key, prop_name, value in properties:
             n_records += 1
-            digest = _digest(f"{prop_key}\x00{value}\x00{td}")
+            text = f"{prop_key}\x00{value}\x00{td}"
+            digest = blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
             key = (row_id, digest)
             record = records.get(key)
             if record is None:
-                records[key] = PropertyRow(
-                    row_id, digest, prop_key, prop_name, value, call.t, td, 1
-                )
-            elif (call.t, prop_name) < (record.t, record.name):
-                records[key] = record._replace(name=prop_name, t=call.t, sent=record.sent + 1)
+                records[key] = [row_id, digest, prop_key, prop_name, value, t, td, 1]
             else:
-                records[key] = record._replace(sent=record.sent + 1)
+                record[7] += 1
+                if (t, prop_name) < (record[5], record[3]):
+                    record[3], record[5] = prop_name, t
     if events:
-        store.upsert_events(events[key] for key in sorted(events))
+        store.upsert_events([events[key] for key in sorted(events)])
     if records:
-        store.upsert_properties(records[key] for key in sorted(records))
+        store.upsert_properties([records[key] for key in sorted(records)])
     return n_events, n_records

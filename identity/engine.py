@@ -53,6 +53,11 @@ CallLike = Call | Mapping[str, Any] | str
 
 _log = logging.getLogger("identity.engine")
 
+#: A first batch of at least this many calls into an empty file database is a bulk load:
+#: the store defers its read indexes until the load is over (:meth:`Store.defer_indexes`).
+#: Smaller batches (the beacon's, one call at a time) keep every index from the start.
+BULK_FROM = 1000
+
 
 def _props(values: Mapping[str, Any] | None) -> list[tuple[str, str]]:
     if not values:
@@ -334,6 +339,9 @@ class Engine:
             if generation != self._cache.generation:
                 self._cache.clear()
                 self._cache.complete = state[0] == 1
+            if state[0] == 1 and len(batch) >= BULK_FROM:
+                # a bulk load into an empty database: read indexes are built after it
+                store.defer_indexes()
             summary, ids, times = apply_batch(
                 store,
                 batch,

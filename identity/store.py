@@ -132,9 +132,9 @@ CREATE TABLE identities (
     identity TEXT NOT NULL,
     person INTEGER NOT NULL REFERENCES persons (id),
     first_seen INTEGER NOT NULL,
-    customer_since INTEGER,
-    UNIQUE (tenant, identity)
+    customer_since INTEGER
 );
+CREATE UNIQUE INDEX identities_tenant_identity ON identities (tenant, identity);
 CREATE INDEX identities_person ON identities (person);
 CREATE TABLE persons (
     id INTEGER PRIMARY KEY,
@@ -197,6 +197,31 @@ CREATE TABLE inputs (
     received INTEGER
 );
 """
+
+#: Indexes that only reads and a second writer need: a bulk load into an empty database
+#: (:meth:`Store.defer_indexes`) goes without them and builds them once, after (at
+#: :meth:`Store.close`, before the first read that could use them, or at the next open
+#: after a kill). ``identities_tenant_identity`` is the schema's UNIQUE (tenant, identity):
+#: while it is deferred, the writer's complete identity cache is what keeps names unique.
+#: (Databases created before it was named keep the same constraint inline, not deferrable.)
+_DEFERRABLE = {
+    "identities_tenant_identity": "CREATE UNIQUE INDEX IF NOT EXISTS identities_tenant_identity "
+    "ON identities (tenant, identity)",
+    "links_b": "CREATE INDEX IF NOT EXISTS links_b ON links (b)",
+}
+#: The ``meta`` key that lists the indexes left to build (committed with their drop).
+DEFERRED_KEY = "deferred_indexes"
+
+#: Store methods of the write path, which never need a deferred index.
+_WRITE_PATH = frozenset(
+    {
+        "batch_state", "next_identity_id", "max_ids", "persons_of", "insert_identities",
+        "touch_identities", "relabel", "delete_persons", "upsert_persons", "upsert_links",
+        "upsert_events", "upsert_properties", "upsert_quarantine", "input_state",
+        "record_input", "received_for", "meta", "set_meta", "checkpoint", "close",
+        "defer_indexes", "build_deferred_indexes",
+    }
+)  # fmt: skip
 
 _TABLES = {
     "meta",
@@ -710,10 +735,13 @@ def _translated(
     method: Callable[Concatenate[Store, _P], _R],
 ) -> Callable[Concatenate[Store, _P], _R]:
     """Run a store method inside the store's error boundary."""
+    reads = method.__name__ not in _WRITE_PATH
 
     @functools.wraps(method)
     def translated(self: Store, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
         with self.boundary:
+            if reads and self.deferred:
+                self.build_deferred_indexes()
             return method(self, *args, **kwargs)
 
     return translated
@@ -851,6 +879,8 @@ class Store:
         self.db = sqlite_utils.Database(conn)
         #: Whether commits are synced to the disk (``synchronous=FULL``).
         self.durable = durable
+        #: Whether this store left read indexes out for a bulk load (:meth:`defer_indexes`).
+        self.deferred = False
         try:
             with self.boundary:
                 self._prepare(memory, create or memory, durable, settings or {})
@@ -963,6 +993,8 @@ class Store:
             )
         if version < SCHEMA_VERSION and self.readonly_reason is None:
             self._migrate(version)  # read-only: read as it is (queries need nothing newer)
+        if self.readonly_reason is None and self.meta(DEFERRED_KEY) is not None:
+            self.build_deferred_indexes()  # a bulk load was stopped before it built them
         for key, value in settings.items():
             stored = self.meta(key)
             if stored != value:
@@ -1039,8 +1071,75 @@ class Store:
 
     @_translated
     def close(self) -> None:
-        """Close the connection."""
-        self.conn.close()
+        """Build the indexes a bulk load deferred, if any; close the connection."""
+        try:
+            if self.deferred and not self.conn.in_transaction:
+                self.build_deferred_indexes()
+        finally:
+            self.conn.close()
+
+    @_translated
+    def defer_indexes(self) -> bool:
+        """Leave the read indexes out while an empty database is bulk-loaded.
+
+        Call it inside the first write transaction. On a database with no identity and no
+        link, it drops the :data:`_DEFERRABLE` indexes (empty, so at no cost) and records
+        them under :data:`DEFERRED_KEY`, both committed with the transaction: random-order
+        inserts into them (a page dirtied per insert, written to the log at every commit)
+        are then replaced by one sorted build, after the load. Nothing else changes: every
+        write the load does is the same, and a read builds them first.
+
+        Returns
+        -------
+        bool
+            Whether the indexes were dropped (False: not empty, in memory, already done,
+            or a database whose unique name index is not its own index).
+
+        Examples
+        --------
+        >>> store = Store(":memory:")
+        >>> with store.transaction():
+        ...     store.defer_indexes()
+        False
+        """
+        conn = self.conn
+        if self.deferred:
+            return False
+        names = {
+            str(row[0]) for row in conn.execute("SELECT name FROM sqlite_master WHERE type='index'")
+        }
+        memory = self.path in (":memory:", "")
+        if memory or not conn.in_transaction or not set(_DEFERRABLE) <= names:
+            return False
+        row = conn.execute(
+            "SELECT EXISTS (SELECT 1 FROM identities), EXISTS (SELECT 1 FROM links)"
+        ).fetchone()
+        if row[0] or row[1]:
+            return False
+        for name in _DEFERRABLE:
+            conn.execute(f"DROP INDEX {name}")
+        self.set_meta(DEFERRED_KEY, ",".join(_DEFERRABLE))
+        self.deferred = True
+        return True
+
+    @_translated
+    def build_deferred_indexes(self) -> None:
+        """Build the indexes :meth:`defer_indexes` left out (one sorted pass each).
+
+        In the open transaction when there is one (they then commit or roll back with it),
+        else in a transaction of their own. The store then reads as any other.
+        """
+        conn = self.conn
+        if conn.in_transaction:
+            for statement in _DEFERRABLE.values():
+                conn.execute(statement)
+            conn.execute("DELETE FROM meta WHERE key = ?", (DEFERRED_KEY,))
+        else:
+            with self.transaction():
+                for statement in _DEFERRABLE.values():
+                    conn.execute(statement)
+                conn.execute("DELETE FROM meta WHERE key = ?", (DEFERRED_KEY,))
+        self.deferred = False
 
     @_translated
     def checkpoint(self, mode: str = "PASSIVE") -> tuple[int, int, int]:
@@ -1258,17 +1357,17 @@ class Store:
         )
 
     @_translated
-    def upsert_links(self, rows: Iterable[LinkRow]) -> None:
+    def upsert_links(self, rows: Iterable[LinkRow] | Iterable[Sequence[Any]]) -> None:
         """Insert alias links ``(a, b, t, sent, source)``; a known pair keeps the earliest t."""
         self.conn.executemany(_UPSERT_LINK, rows)
 
     @_translated
-    def upsert_events(self, rows: Iterable[EventRow]) -> None:
+    def upsert_events(self, rows: Iterable[EventRow] | Iterable[Sequence[Any]]) -> None:
         """Insert events; a duplicate is counted and keeps the smallest (t, name, properties)."""
         self.conn.executemany(_UPSERT_EVENT, rows)
 
     @_translated
-    def upsert_properties(self, rows: Iterable[PropertyRow]) -> None:
+    def upsert_properties(self, rows: Iterable[PropertyRow] | Iterable[Sequence[Any]]) -> None:
         """Insert property-set records; a duplicate is counted and keeps the earliest t."""
         self.conn.executemany(_UPSERT_PROPERTY, rows)
 

@@ -4,6 +4,8 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from identity import (
     DamagedDatabaseError,
@@ -14,7 +16,10 @@ from identity import (
     ReadOnlyDatabaseError,
     StoreError,
 )
-from identity.store import SCHEMA_VERSION, Store, sqlite_error
+from identity import engine as engine_module
+from identity.calls import Call
+from identity.store import DEFERRED_KEY, SCHEMA_VERSION, Store, sqlite_error
+from tests import test_promise as promise
 
 
 def test_reopen_restores_everything(tmp_path: Path) -> None:
@@ -293,6 +298,8 @@ STORE_CALLS: dict[str, tuple[object, ...]] = {
     "export_properties": (1,),
     "export_links": (1,),
     "checkpoint": (),
+    "defer_indexes": (),
+    "build_deferred_indexes": (),
     "close": (),
 }
 
@@ -351,3 +358,93 @@ def test_a_new_database_declares_its_relationships_and_views(tmp_path: Path) -> 
     assert [(r["identity"], r["person"]) for r in db["people"].rows] == [("a", "a"), ("b", "a")]
     assert db.execute("PRAGMA foreign_key_check").fetchall() == []
     db.close()
+
+
+# --- bulk load into an empty database: read indexes deferred --------------------------
+
+
+def _indexes(path: Path) -> set[str]:
+    conn = sqlite3.connect(path)
+    try:
+        return {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='index'")}
+    finally:
+        conn.close()
+
+
+def _bulk_lines(n: int) -> list[str]:
+    return [
+        f"/a?_k=K&_p=u{i}&_n=u{i + 1}" if i % 3 == 0 else f"/e?_k=K&_p=u{i}&_n=Paid&plan={i % 4}"
+        for i in range(n)
+    ]
+
+
+def test_a_bulk_load_builds_its_read_indexes_when_it_closes(tmp_path: Path) -> None:
+    path = tmp_path / "bulk.db"
+    engine = Engine(path, durable=False)
+    engine.ingest(_bulk_lines(3000), received=5, batch_size=1500)
+    assert engine.store.deferred
+    assert not {"identities_tenant_identity", "links_b"} & _indexes(path)
+    assert engine.store.meta(DEFERRED_KEY) == "identities_tenant_identity,links_b"
+    engine.close()
+    assert {"identities_tenant_identity", "links_b", "identities_person"} <= _indexes(path)
+    with Engine(path) as again:
+        assert again.store.meta(DEFERRED_KEY) is None
+        assert again.check()["identities"] == 3000
+        assert again.same_person("K", "u0", "u1")
+
+
+def test_a_read_during_a_bulk_load_builds_the_indexes_first(tmp_path: Path) -> None:
+    path = tmp_path / "bulk.db"
+    with Engine(path, durable=False) as engine:
+        engine.ingest(_bulk_lines(2000), received=5, batch_size=2000)
+        assert engine.store.deferred
+        assert engine.person_of("K", "u1") == "u0"
+        assert not engine.store.deferred
+        assert "identities_tenant_identity" in _indexes(path)
+        engine.ingest(_bulk_lines(2000), received=5, batch_size=2000)  # not empty: kept
+        assert not engine.store.deferred
+
+
+def test_a_bulk_load_killed_before_it_closes_gets_its_indexes_at_the_next_open(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "bulk.db"
+    engine = Engine(path, durable=False)
+    engine.ingest(_bulk_lines(3000), received=5, batch_size=1000)
+    engine.store.conn.close()  # as a killed process would leave it: no index built
+    assert "identities_tenant_identity" not in _indexes(path)
+    with Engine(path) as again:
+        assert {"identities_tenant_identity", "links_b"} <= _indexes(path)
+        assert again.check()["identities"] == 3000
+        summary = again.ingest(_bulk_lines(3000), received=5)
+        assert summary.new_identities == 0  # the unique index holds: names known
+    with Engine(path, readonly=True) as reader:
+        assert reader.person_of("K", "u4") == "u3"
+
+
+def test_small_batches_and_memory_databases_keep_every_index(tmp_path: Path) -> None:
+    path = tmp_path / "beacon.db"
+    with Engine(path) as engine:
+        engine.ingest(_bulk_lines(500), received=5, batch_size=100)
+        assert not engine.store.deferred
+    assert "identities_tenant_identity" in _indexes(path)
+    with Engine(":memory:") as memory:
+        memory.ingest(_bulk_lines(2000), received=5, batch_size=2000)
+        assert not memory.store.deferred
+
+
+@settings(max_examples=60, deadline=None)
+@given(calls=promise.collections, data=st.data())
+def test_a_bulk_load_gives_the_state_of_a_plain_one(calls: list[Call], data: st.DataObject) -> None:
+    """Deferring the read indexes changes nothing observable (SPEC §7), reopens included."""
+    batches = data.draw(st.lists(st.integers(1, 7), max_size=6), label="batches")
+    reopen = data.draw(st.integers(0, 2), label="reopen every")
+    saved = engine_module.BULK_FROM
+    try:
+        engine_module.BULK_FROM = 10**9
+        plain = promise.ingest_all(calls, batches, reopen)
+        engine_module.BULK_FROM = 1
+        bulk = promise.ingest_all(calls, batches, reopen)
+    finally:
+        engine_module.BULK_FROM = saved
+    assert bulk == plain
