@@ -1,15 +1,16 @@
 """The beacon: a WSGI app that takes Kissmetrics tracking calls over HTTP (standard library only).
 
 ``GET`` or ``POST`` ``/e``, ``/s`` and ``/a`` (under any path prefix, such as ``/km/e``) are
-parsed into :class:`~identity.calls.Call` values in the request's thread and handed to one
+parsed into :class:`~identity.calls.Call` values in the request's thread (or, with
+:meth:`Beacon.start`, in the server's event loop) and handed to one
 :class:`~identity.beacon.writer.Writer` thread, which commits them in groups with
 :meth:`Engine.apply_batch <identity.engine.Engine.apply_batch>`: one transaction and one fsync
-for many requests. A request
-is answered only once its call is committed: ``200`` with a transparent 1x1 GIF (SPEC §12), also
-for calls that were quarantined (SPEC §4), or ``503`` when the commit failed, so that the client
-retries. ``/healthz`` answers ``ok`` for load balancers (``503`` while stopping, or while a
-commit has taken longer than ``commit_timeout``); other paths get ``404``, other methods
-``405``, an unexpected error ``500``, each with a short text body and never a traceback.
+for many requests. A request is answered only once its call is committed and on the disk:
+``200`` with a transparent 1x1 GIF (SPEC §12), also for calls that were quarantined (SPEC §4),
+or ``503`` when the commit (or the sync) failed, so that the client retries. ``/healthz``
+answers ``ok`` for load balancers (``503`` while stopping, or while a commit has taken longer
+than ``commit_timeout``); other paths get ``404``, other methods ``405``, an unexpected error
+``500``, each with a short text body and never a traceback.
 
 Examples
 --------

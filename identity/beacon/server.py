@@ -23,6 +23,19 @@ is discarded. The one exception is HTTP's own: requests that follow one that end
 connection (``Connection: close``, HTTP/1.0 without keep-alive, or a request waitress could
 not parse, after which the framing cannot be trusted) are not processed (RFC 9112 §9.6), and a
 warning says how many were refused.
+
+Tracking calls without request threads
+--------------------------------------
+A ``GET`` of a tracking call on a keep-alive HTTP/1.1 connection does not go to waitress's
+request threads (:meth:`ReliableChannel.serve_fast`): the event loop parses it and hands it to
+the writer (:meth:`Beacon.start <identity.beacon.app.Beacon.start>`), and the thread that
+committed and synced its round writes the answer into the connection's buffer and wakes the
+loop once per round. When the loop reads the call after which every connection waits for its
+answer, it commits, syncs and answers that round itself (:meth:`Writer.lead
+<identity.beacon.writer.Writer.lead>`), unless rounds are slow. The promise is unchanged: no
+answer before the call is committed and its log synced (a failed sync answers ``503``).
+Everything else (``POST``, ``HEAD``, ``/healthz``, errors, a connection that ends) takes
+waitress's request threads and the WSGI app, as before.
 """
 
 from __future__ import annotations

@@ -1,9 +1,11 @@
 """Group commit: one thread writes calls from many requests to an engine, many per transaction.
 
 SQLite has one writer. Request threads hand their parsed :class:`~identity.calls.Call` to a
-:class:`Writer` and wait; its thread commits whatever has gathered with one
-:meth:`Engine.apply_batch <identity.engine.Engine.apply_batch>` (one transaction, one fsync)
-and wakes the requests, which may then say their call is stored. Standard library only.
+:class:`Writer` and wait (or hand it over with a callback, :meth:`Writer.send`); its thread
+commits whatever has gathered with one :meth:`Engine.apply_batch
+<identity.engine.Engine.apply_batch>` (one transaction), syncs the log once for the round
+(:mod:`identity.beacon.sync`), and only then wakes the requests, which may then say their call
+is stored. Standard library only.
 
 Examples
 --------
