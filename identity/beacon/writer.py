@@ -214,6 +214,11 @@ class Writer:
         self._thread.start()
 
     @property
+    def _syncer(self) -> LogSync | None:
+        """The log's syncer (None: COMMIT syncs); the name tests/test_perf_store.py uses."""
+        return self._sync
+
+    @property
     def accepting(self) -> bool:
         """Whether calls are still accepted (not closed, and the thread is alive)."""
         return not self._closing and self._thread.is_alive()
