@@ -20,7 +20,7 @@ from typing import Any, NamedTuple
 from .calls import Call
 from .core import UnionFind
 from .records import Summary
-from .store import IdentityRow, PersonRow, QuarantineRow, Store
+from .store import PersonRow, QuarantineRow, Store
 
 __all__ = ["BatchResult", "BatchState", "IdentityCache", "apply_batch", "fingerprint"]
 
@@ -244,9 +244,15 @@ def _resolve(store: Store, accepted: list[Call], cache: IdentityCache, next_id: 
     created_ids: dict[str, dict[str, int]] = {}
     stored_times: dict[int, tuple[int, int]] = {}
     for tenant, names in seen.items():
-        known = cache.ids.get(tenant, {})
-        resolved = {name: known[name] for name in names if name in known}
-        missing = [name for name in names if name not in resolved]
+        lookup = cache.ids.get(tenant, {}).get
+        resolved: dict[str, int] = {}
+        missing: list[str] = []
+        for name in names:
+            row_id = lookup(name)
+            if row_id is None:
+                missing.append(name)
+            else:
+                resolved[name] = row_id
         if missing:
             found = {} if complete else store.find_ids(tenant, missing)
             created = created_ids.setdefault(tenant, {})
@@ -345,8 +351,9 @@ def _write_identities(
     store: Store, resolved: _Resolved, cache: IdentityCache, person_of: dict[int, int]
 ) -> dict[int, tuple[int, int]]:
     """Step 3: insert the new identities and lower the times of stored ones."""
-    identity_rows: list[IdentityRow] = []
-    person_rows: list[PersonRow] = []
+    # plain tuples in IdentityRow / PersonRow order (no named tuple per new identity)
+    identity_rows: list[tuple[int, str, str, int, int, int | None]] = []
+    person_rows: list[tuple[int, str, str, int]] = []
     touches: list[tuple[int, int | None, int]] = []
     times: dict[int, tuple[int, int]] = {}
     stored_times = resolved.stored_times
@@ -373,8 +380,8 @@ def _write_identities(
             person = person_of.get(new_id)
             if person is None:  # in no link: a person of its own
                 person = new_id
-                person_rows.append(PersonRow(new_id, tenant, name, 1))
-            identity_rows.append(IdentityRow(new_id, tenant, name, person, first_t, customer_t))
+                person_rows.append((new_id, tenant, name, 1))
+            identity_rows.append((new_id, tenant, name, person, first_t, customer_t))
     person_rows.sort()
     identity_rows.sort()
     store.upsert_persons(person_rows)

@@ -1319,7 +1319,7 @@ class Store:
         return found
 
     @_translated
-    def insert_identities(self, rows: Iterable[IdentityRow]) -> None:
+    def insert_identities(self, rows: Iterable[IdentityRow] | Iterable[Sequence[Any]]) -> None:
         """Insert rows ``(id, tenant, identity, person, first_seen, customer_since)``."""
         self.conn.executemany(
             "INSERT INTO identities (id, tenant, identity, person, first_seen, customer_since) "
@@ -1348,7 +1348,7 @@ class Store:
         self.conn.executemany("DELETE FROM persons WHERE id = ?", ids)
 
     @_translated
-    def upsert_persons(self, rows: Iterable[PersonRow]) -> None:
+    def upsert_persons(self, rows: Iterable[PersonRow] | Iterable[Sequence[Any]]) -> None:
         """Insert or update person rows ``(id, tenant, display id, size)``."""
         self.conn.executemany(
             "INSERT INTO persons (id, tenant, person, size) VALUES (?, ?, ?, ?) "
