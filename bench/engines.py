@@ -11,7 +11,7 @@ in the same process, each in a child process for its peak memory (``ru_maxrss``)
 * ``duckdb-components``: the same edges as integers in DuckDB, randomized contraction;
 * ``duckdb-audit``: the whole audit of the file (read, validate, fold, components, report);
 * ``memory-audit``: the in-memory engine's audit of the file (ingest into SQLite, then audit);
-* ``spark-components`` with ``--spark``.
+* ``spark-components`` and ``spark-audit`` (the whole audit, local[2]), when asked for.
 
 Times are wall-clock medians of ``--repeat`` runs; the machine is shared, so compare ratios.
 
@@ -226,6 +226,15 @@ def _spark_components(path: str, _: str | None) -> dict[str, Any]:
     return {"seconds": time.perf_counter() - start, "rounds": rounds, "moved": n}
 
 
+def _spark_audit(path: str, _: str | None) -> dict[str, Any]:
+    from identity.audit.engines.spark import audit, local_session
+
+    spark = local_session("local[2]", partitions=4)
+    start = time.perf_counter()
+    report = audit([path], session=spark)
+    return {"seconds": time.perf_counter() - start, "people": report.people}
+
+
 SUBJECTS: dict[str, Callable[[str, str | None], dict[str, Any]]] = {
     "networkx": _networkx,
     "scipy": _scipy,
@@ -233,6 +242,7 @@ SUBJECTS: dict[str, Callable[[str, str | None], dict[str, Any]]] = {
     "duckdb-audit": _duckdb_audit,
     "memory-audit": _memory_audit,
     "spark-components": _spark_components,
+    "spark-audit": _spark_audit,
 }
 
 
