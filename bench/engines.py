@@ -15,24 +15,24 @@ in the same process, each in a child process for its peak memory (``ru_maxrss``)
 
 Times are wall-clock medians of ``--repeat`` runs; the machine is shared, so compare ratios.
 
-Measured on the 2-core, 24 GiB machine (shared, load 3-6; one run each, 2026-12-02), chains
-of 500 (seconds, peak RSS):
+Measured on the 2-core, 24 GiB machine (shared; one run each, 2026-12-02), chains of 500
+(seconds, peak RSS):
 
-=============================  =====================  ======================  ==============
-subject                        100k links             1M links                10M links
-=============================  =====================  ======================  ==============
-networkx components            0.27                   4.74, 686 MiB           57.3, 6.2 GiB
-scipy (interning + components) -                      1.18 (1.13 + 0.05)      18.8 (17.0 + 1.8)
-DuckDB components              -                      2.70, 7 rounds, 436 MiB 51.0, 8 rounds
-DuckDB whole audit             2.8-3.0                29.9, 2.3 GiB           390, 4.8 GiB [1]
- ... ``--memory-limit 256MB``  -                      33.2, 581 MiB           -
-memory engine's whole audit    4.90                   49.3, 685 MiB           -
-Spark components (local[2])    45.6, 7 rounds         -                       -
-=============================  =====================  ======================  ==============
+=============================  ==========  =====================  ======================
+subject                        100k links  1M links               10M links
+=============================  ==========  =====================  ======================
+networkx components            0.20        3.82, 687 MiB          47.2, 6.1 GiB
+scipy (interning + components) -           0.78                   16.0 (14.6 + 1.4)
+DuckDB components              -           1.87, 7 rounds         23.3, 7 rounds
+DuckDB whole audit             1.85        12.3, 989 MiB          151, 4.1 GiB [1]
+ ... ``--memory-limit 256MB``  -           15.4, 481 MiB          -
+memory engine's whole audit    2.62        -                      -
+=============================  ==========  =====================  ======================
 
-[1] with ``--memory-limit 4GB``: reading 115 s, folding 32 s, components 13 s, the Python
-bridge pass 196 s. At 10k links the memory engine is ahead (0.50 s against 0.67 s): the
-crossover is between 10k and 100k links.
+[1] with ``--memory-limit 4GB``. 100M links (``--memory-limit 8GB``, load 5-9): 4,057 s,
+8 rounds, 20 GiB peak (reading 974 s, folding 1,255 s, components 814 s, bridges 740 s,
+report 254 s). At 10k links the memory engine is ahead (0.40 s against 0.70 s): the
+crossover is between 10k and 100k links. ``--subjects spark-audit``: 79 s at 100k links.
 """
 
 from __future__ import annotations
