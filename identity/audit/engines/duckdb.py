@@ -62,17 +62,16 @@ from ..model import (
     RETRY_WINDOW,
     TOP,
     Audit,
-    Bucket,
     Junk,
     KindCount,
     Largest,
     Merge,
     Reason,
     Retry,
-    Tenant,
 )
 from .components import duckdb_components
-from .memory import HUB_LINKS, MIN_PART, bucket_start, span_of
+from .memory import HUB_LINKS, MIN_PART
+from .report import Queries, report
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import duckdb as _duckdb
@@ -765,18 +764,6 @@ def _quarantine(q: _Q, reasons: dict[str, int]) -> tuple[Reason, ...]:
     return tuple(found)
 
 
-def _timeline(days: dict[int, dict[str, int]]) -> tuple[Any, tuple[Bucket, ...]]:
-    if not days:
-        return "day", ()
-    span = span_of(min(days) * _DAY, max(days) * _DAY)
-    buckets: dict[int, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    for day, counts in days.items():
-        into = buckets[bucket_start(day, span)]
-        for kind, n in counts.items():
-            into[kind] += n
-    return span, tuple(Bucket(start, **counts) for start, counts in sorted(buckets.items()))
-
-
 def _people_engine(q: _Q, persons: Sequence[int]) -> Engine:
     """Return an in-memory engine holding the accepted calls of `persons`' members only."""
     from ...engine import Engine
@@ -845,6 +832,12 @@ def _merges(q: _Q, best: list[tuple[int, Split]], as_of: int | None) -> tuple[Me
     return merges
 
 
+_QUERIES = Queries(
+    counts=_counts, risks=_risks, retries=_retries, junk=_junk, scan=_scan,
+    largest=_largest, merges=_merges, quarantine=_quarantine,
+)  # fmt: skip
+
+
 def audit(
     paths: Sequence[str],
     *,
@@ -908,46 +901,7 @@ def audit(
                 progress(f"people: components in {rounds} rounds")
             q = _Q(con, tenant, bound)
             say = progress or (lambda _: None)
-            identities, never, people, sizes = _counts(q)
-            bridges, hubs, best = _risks(q)
-            say(f"risky links: {bridges:,} bridges, {hubs:,} hubs")
-            retries, retry_examples = _retries(q)
-            junk, junk_examples = _junk(q)
-            kinds, reasons, events, quarantined, days = _scan(q)
-            span, timeline = _timeline(days)
-            largest = _largest(q)
-            riskiest = _merges(q, best, as_of)
-            say("report: done")
-            totals: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0, 0])
-            for column, counts in enumerate((identities, people, events, quarantined)):
-                for name, n in counts.items():
-                    totals[name][column] = n
-            calls: dict[str, int] = defaultdict(int)
-            for name, n, *_ in read:
-                if name != "-":
-                    calls[name] += n
-            return Audit(
-                tenant=tenant,
-                as_of=as_of,
-                sources=tuple(sorted(calls.items())),
-                kinds=kinds,
-                quarantine=_quarantine(q, reasons),
-                retries=retries,
-                retry_examples=retry_examples,
-                identities=sum(identities.values()),
-                people=sum(people.values()),
-                sizes=sizes,
-                largest=largest,
-                bridges=bridges,
-                hubs=hubs,
-                riskiest=riskiest,
-                junk=junk,
-                junk_examples=junk_examples,
-                blocked_aliases=reasons.get("blocked_identity", 0),
-                never_customer=never,
-                tenants=tuple(Tenant(t, *v) for t, v in sorted(totals.items())),
-                span=span,
-                timeline=timeline,
-            )
+            sources = [(name, n) for name, n, *_ in read]
+            return report(_QUERIES, q, tenant=tenant, as_of=as_of, read=sources, say=say)
         finally:
             con.close()

@@ -61,17 +61,15 @@ from ..model import (
     RETRY_WINDOW,
     TOP,
     Audit,
-    Bucket,
     Junk,
     KindCount,
     Largest,
     Merge,
     Reason,
     Retry,
-    Span,
-    Tenant,
 )
-from .memory import HUB_LINKS, MIN_PART, bucket_start, merge_of, span_of
+from .memory import HUB_LINKS, MIN_PART, merge_of
+from .report import Queries, Scanned, report
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from pyspark.sql import Column, DataFrame, SparkSession
@@ -803,12 +801,7 @@ def _junk(q: _Q) -> tuple[int, tuple[Junk, ...]]:
     return len(examples), tuple(examples[:EXAMPLES])
 
 
-_Scanned = tuple[
-    tuple[KindCount, ...], dict[str, int], dict[str, int], dict[str, int], dict[int, dict[str, int]]
-]
-
-
-def _scan(q: _Q) -> _Scanned:
+def _scan(q: _Q) -> Scanned:
     """Count calls by kind, tenant and day, and quarantined calls by reason (one job)."""
     from pyspark.sql import functions as F
 
@@ -887,18 +880,6 @@ def _quarantine(q: _Q, reasons: dict[str, int]) -> tuple[Reason, ...]:
     ]
     found.sort(key=lambda r: (-r.calls, r.reason))
     return tuple(found)
-
-
-def _timeline(days: dict[int, dict[str, int]]) -> tuple[Span, tuple[Bucket, ...]]:
-    if not days:
-        return "day", ()
-    span = span_of(min(days) * _DAY, max(days) * _DAY)
-    buckets: dict[int, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    for day, counts in days.items():
-        into = buckets[bucket_start(day, span)]
-        for kind, n in counts.items():
-            into[kind] += n
-    return span, tuple(Bucket(start, **counts) for start, counts in sorted(buckets.items()))
 
 
 def _people_engine(q: _Q, persons: Sequence[int]) -> Engine:
@@ -1087,54 +1068,14 @@ def _audit(
     people, rounds = _partition(store, bound, progress)
     say(f"people: components in {rounds} rounds")
     try:
-        return _report(_Q(store, people, tenant, bound), read, as_of, say)
+        q = _Q(store, people, tenant, bound)
+        return report(_QUERIES, q, tenant=tenant, as_of=as_of, read=read, say=say)
     finally:  # a session that outlives the audit keeps none of its tables
         for frame in (*store.frames(), people.member, people.person):
             frame.unpersist()
 
 
-def _report(
-    q: _Q, read: Sequence[tuple[str, int]], as_of: int | None, say: Callable[[str], None]
-) -> Audit:
-    tenant = q.tenant
-    identities, never, persons, sizes = _counts(q)
-    bridges, hubs, best = _risks(q)
-    say(f"risky links: {bridges:,} bridges, {hubs:,} hubs")
-    retries, retry_examples = _retries(q)
-    junk, junk_examples = _junk(q)
-    kinds, reasons, events, quarantined, days = _scan(q)
-    span, timeline = _timeline(days)
-    largest = _largest(q)
-    riskiest = _merges(q, best, as_of)
-    say("report: done")
-    totals: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0, 0])
-    for column, counts in enumerate((identities, persons, events, quarantined)):
-        for name, n in counts.items():
-            totals[name][column] = n
-    sources: dict[str, int] = defaultdict(int)
-    for name, n in read:
-        if name != "-":
-            sources[name] += n
-    return Audit(
-        tenant=tenant,
-        as_of=as_of,
-        sources=tuple(sorted(sources.items())),
-        kinds=kinds,
-        quarantine=_quarantine(q, reasons),
-        retries=retries,
-        retry_examples=retry_examples,
-        identities=sum(identities.values()),
-        people=sum(persons.values()),
-        sizes=sizes,
-        largest=largest,
-        bridges=bridges,
-        hubs=hubs,
-        riskiest=riskiest,
-        junk=junk,
-        junk_examples=junk_examples,
-        blocked_aliases=reasons.get("blocked_identity", 0),
-        never_customer=never,
-        tenants=tuple(Tenant(t, *v) for t, v in sorted(totals.items())),
-        span=span,
-        timeline=timeline,
-    )
+_QUERIES = Queries(
+    counts=_counts, risks=_risks, retries=_retries, junk=_junk, scan=_scan,
+    largest=_largest, merges=_merges, quarantine=_quarantine,
+)  # fmt: skip
