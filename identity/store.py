@@ -1135,10 +1135,16 @@ class Store:
                 conn.execute(statement)
             conn.execute("DELETE FROM meta WHERE key = ?", (DEFERRED_KEY,))
         else:
-            with self.transaction():
-                for statement in _DEFERRABLE.values():
-                    conn.execute(statement)
-                conn.execute("DELETE FROM meta WHERE key = ?", (DEFERRED_KEY,))
+            # the sorts spill to temporary files, not memory (temp_store=MEMORY would hold
+            # every key of the index at once)
+            conn.execute("PRAGMA temp_store=FILE")
+            try:
+                with self.transaction():
+                    for statement in _DEFERRABLE.values():
+                        conn.execute(statement)
+                    conn.execute("DELETE FROM meta WHERE key = ?", (DEFERRED_KEY,))
+            finally:
+                conn.execute("PRAGMA temp_store=MEMORY")
         self.deferred = False
 
     @_translated
