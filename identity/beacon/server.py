@@ -209,19 +209,27 @@ def reliable_channel() -> type[Any]:
                 if not self.connected:
                     self.orphaned = True
                     self.close_when_flushed = True
-                if self.requests:
-                    self.server.add_task(self)
-                elif (
-                    self.connected
-                    and not self.orphaned
-                    and self.request is not None
-                    and self.request.expect_continue
-                    and self.request.headers_finished
-                    and not self.sent_continue
-                ):
-                    self.send_continue()
+                self._serve_next()
             # the event loop is woken once for the whole batch (Writer.after_release)
             self.last_activity = time.time()
+
+        def _serve_next(self) -> None:
+            """Queue the next request after an answer (under ``requests_lock``).
+
+            With none queued, send the ``100 Continue`` a request still being received awaits.
+            """
+            if self.requests:
+                self.server.add_task(self)
+            elif (
+                self.connected
+                and not self.orphaned
+                and not self.ended
+                and self.request is not None
+                and self.request.expect_continue
+                and self.request.headers_finished
+                and not self.sent_continue
+            ):
+                self.send_continue()
 
         def handle_read(self) -> None:
             super().handle_read()
@@ -360,18 +368,7 @@ def reliable_channel() -> type[Any]:
                     # (once what was written is flushed) but serve what was received.
                     self.orphaned = True
                     self.close_when_flushed = True
-                if self.requests:
-                    self.server.add_task(self)
-                elif (
-                    self.connected
-                    and not self.orphaned
-                    and not self.ended
-                    and self.request is not None
-                    and self.request.expect_continue
-                    and self.request.headers_finished
-                    and not self.sent_continue
-                ):
-                    self.send_continue()
+                self._serve_next()
             if self.connected:
                 self.server.pull_trigger()
             self.last_activity = time.time()
