@@ -67,6 +67,7 @@ from .formats import (
     Format,
     FormatOrAuto,
     Layout,
+    Parse,
     csv_header,
     parser,
     refuse,
@@ -84,6 +85,8 @@ __all__ = [
     "expand",
     "fingerprint",
     "grew_from",
+    "line_text",
+    "parse_line",
     "sniff",
 ]
 
@@ -503,20 +506,11 @@ class Reader:
             offset += size
             after = (number if ended else number - 1) if by_lines else (offset if ended else begin)
             overlong = size > len(data)
-            if number == 1 and data.startswith(BOM):
-                data = data[3:]
-            data = data.rstrip(b"\r\n")
-            if number == header or not data or data.isspace():
+            text = line_text(data, number, header)
+            if text is None:
                 self.position = after
                 continue
-            source = f"{name}:{number}"
-            if overlong:
-                result: Call | tuple[Call, ...] | None = refuse(
-                    shown(data) + "...", "malformed", received=ctx.received, source=source,
-                    tenant=ctx.tenant,
-                )  # fmt: skip
-            else:
-                result = parse(data, source)
+            result = parse_line(text, f"{name}:{number}", parse, ctx, overlong=overlong)
             if result is None:
                 self.skipped += 1
                 self.position = after
@@ -530,6 +524,41 @@ class Reader:
             else:
                 self.position = after
         self.close()
+
+
+def line_text(data: bytes, number: int, header: int | None) -> bytes | None:
+    r"""Return line `number` of an input as its parser sees it, or None when it holds no call.
+
+    A BOM is dropped from the first line and the line break from every line; blank lines and
+    the CSV header line (`header`) hold no call. Every engine that reads lines itself calls
+    this (and :func:`parse_line`), so that they all read a line as :class:`Reader` does.
+
+    Examples
+    --------
+    >>> line_text(b"\xef\xbb\xbf/e?_p=a\r\n", 1, None), line_text(b" \n", 2, None)
+    (b'/e?_p=a', None)
+    """
+    if number == 1 and data.startswith(BOM):
+        data = data[3:]
+    data = data.rstrip(b"\r\n")
+    if number == header or not data or data.isspace():
+        return None
+    return data
+
+
+def parse_line(
+    data: bytes, source: str, parse: Parse, ctx: Context, *, overlong: bool = False
+) -> Call | tuple[Call, ...] | None:
+    """Parse one line (:func:`line_text`'s); a line too long to read whole is ``malformed``.
+
+    `data` of an overlong line is its first bytes only; it is kept as a preview.
+    """
+    if overlong:
+        return refuse(
+            shown(data) + "...", "malformed", received=ctx.received, source=source,
+            tenant=ctx.tenant,
+        )  # fmt: skip
+    return parse(data, source)
 
 
 def _chain(

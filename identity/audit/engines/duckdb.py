@@ -53,8 +53,8 @@ from ...calls import (
     Call,
 )
 from ...errors import IdentityError
-from ...io.formats import BOM, Context, FormatOrAuto, parser
-from ...io.sources import MAX_LINE, Input, Reader, expand
+from ...io.formats import Context, FormatOrAuto, parser
+from ...io.sources import MAX_LINE, Input, Reader, expand, line_text
 from ..bridges import Split
 from ..model import (
     EXAMPLES,
@@ -424,9 +424,9 @@ def read_calls(
             while rows := hard.fetchmany(_BATCH):
                 batch = []
                 for line, text in rows:
-                    data = text.encode("utf-8")
-                    if line == 1:
-                        data = data.removeprefix(BOM)
+                    data = line_text(text.encode("utf-8"), line, None)
+                    if data is None:
+                        continue
                     got = parse(data, f"{item.name}:{line}")
                     if got is None:  # an access-log request that is not a tracking call
                         continue

@@ -52,8 +52,8 @@ from typing import TYPE_CHECKING, Any
 
 from ...calls import DEFAULT_RULES, Call
 from ...errors import IdentityError
-from ...io.formats import BOM, Context, FormatOrAuto, Layout, parser, refuse, shown
-from ...io.sources import _PREVIEW, MAX_LINE, Input, Reader, expand
+from ...io.formats import Context, FormatOrAuto, Layout, parser
+from ...io.sources import _PREVIEW, MAX_LINE, Input, Reader, expand, line_text, parse_line
 from ..bridges import Split, bridges_of, evenest
 from ..model import (
     EXAMPLES,
@@ -320,6 +320,7 @@ def _parse_lines(
     A split's lines arrive in order and whole; `bases` holds the lines before each split.
     """
     parsers: dict[int, Any] = {}
+    contexts: dict[int, Context] = {}
     seen: dict[tuple[int, int], int] = defaultdict(int)
     for index, start, value in rows:
         key = (index, start)
@@ -328,26 +329,17 @@ def _parse_lines(
         plan = plans[index]
         parse = parsers.get(index)
         if parse is None:
-            ctx = Context(plan.tenant, plan.received, DEFAULT_RULES)
+            ctx = contexts[index] = Context(plan.tenant, plan.received, DEFAULT_RULES)
             parse = parsers[index] = parser(plan.fmt, ctx, plan.layout)  # type: ignore[arg-type]
         data = bytes(value)
         overlong = len(data) >= MAX_LINE  # what the Reader cannot read whole
         if overlong:
             data = data[:_PREVIEW]
-        if number == 1 and data.startswith(BOM):
-            data = data[3:]
-        data = data.rstrip(b"\r\n")
-        if number == plan.header or not data or data.isspace():
+        text = line_text(data, number, plan.header)
+        if text is None:
             continue
         source = f"{plan.name}:{number}"
-        result: Call | tuple[Call, ...] | None
-        if overlong:
-            result = refuse(
-                shown(data) + "...", "malformed", received=plan.received, source=source,
-                tenant=plan.tenant,
-            )  # fmt: skip
-        else:
-            result = parse(data, source)
+        result = parse_line(text, source, parse, contexts[index], overlong=overlong)
         if result is None:
             continue
         for call in (result,) if isinstance(result, Call) else result:
