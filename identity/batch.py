@@ -212,10 +212,14 @@ def _quarantine(store: Store, calls: Sequence[Call], summary: Summary) -> list[C
     return accepted
 
 
+#: Stands for the tenant before the first call of a loop that caches per-tenant look-ups.
+_NO_TENANT = object()
+
+
 def _resolve(store: Store, accepted: list[Call], cache: IdentityCache, next_id: int) -> _Resolved:
     """Step 1: every identity the batch names, its earliest times, and its row id."""
     seen: dict[str, dict[str, list[int]]] = {}
-    last_tenant: str | None = None
+    last_tenant: object = _NO_TENANT  # no call seen yet (None is a tenant of a call)
     names: dict[str, list[int]] = {}
     for call in accepted:
         if call.tenant != last_tenant:
@@ -282,7 +286,7 @@ def _merge(
     links: dict[tuple[int, int], list[Any]] = {}
     n_links = 0
     ids = resolved.ids
-    last_tenant: str | None = None
+    last_tenant: object = _NO_TENANT  # no call seen yet (None is a tenant of a call)
     tenant_ids: dict[str, int] = {}
     for call in accepted:
         if call.kind != "a":
@@ -406,7 +410,7 @@ def _write_events(
     records: dict[tuple[int, bytes], list[Any]] = {}
     n_events = n_records = 0
     blake2b = _blake2b
-    last_tenant: str | None = None
+    last_tenant: object = _NO_TENANT  # no call seen yet (None is a tenant of a call)
     tenant_ids: dict[str, int] = {}
     for call in accepted:
         kind = call.kind
