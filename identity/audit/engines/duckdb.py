@@ -124,6 +124,23 @@ def _junk_form(x: str) -> str:
     return f"trim(trim(trim(lower({x})), '\"''`'))"
 
 
+def _may_be_junk(x: str, blocked: Sequence[str]) -> str:
+    """Return a cheap SQL test that every blocked identity (ASCII) passes: a prefilter.
+
+    A blocked identity's comparison form is in the block list or all zeros and dashes, so
+    its first and last characters, ignoring case, are a first or last character of a listed
+    identity (or ``0``, ``-``), unless it is padded with spaces or quotes that the form drops.
+    """
+    pad = " \"'`"
+    firsts = "".join(sorted({b[0] for b in blocked if b} | set("0-" + pad)))
+    lasts = "".join(sorted({b[-1] for b in blocked if b} | set("0-" + pad)))
+    firsts, lasts = firsts.replace("'", "''"), lasts.replace("'", "''")
+    return (
+        f"({x} = '' OR (strpos('{firsts}', lower({x}[1])) > 0 "
+        f"AND strpos('{lasts}', lower({x}[-1])) > 0))"
+    )
+
+
 #: An access-log line the SQL path decides: common/combined log format, a plain timestamp
 #: (``strptime`` checks the date), a GET or POST of a target without spaces, quotes or
 #: backslashes, then a status and a size; anything may follow (identity's reader matches
@@ -173,7 +190,10 @@ def _native_sql(blocked: Sequence[str], fmt: str = "url") -> str:
 
     def is_blocked(x: str) -> str:
         form = _junk_form(x)
-        return f"({form} IN ({block}) OR regexp_full_match({form}, '[0-]*'))"
+        return (
+            f"({_may_be_junk(x, blocked)} AND ({form} IN ({block}) "
+            f"OR regexp_full_match({form}, '[0-]*')))"
+        )
 
     key = "CASE WHEN strpos(p, '=') > 0 THEN left(p, strpos(p, '=') - 1) ELSE p END"
     value = "CASE WHEN strpos(p, '=') > 0 THEN substr(p, strpos(p, '=') + 1) ELSE '' END"
@@ -218,7 +238,7 @@ def _native_sql(blocked: Sequence[str], fmt: str = "url") -> str:
         FROM _acc WHERE {decided} AND {tracking};
         DROP TABLE _acc"""
     if fmt == "km":
-        head = f"""CREATE OR REPLACE TEMP TABLE _a AS
+        head = f"""CREATE OR REPLACE TEMP VIEW _a AS
         SELECT line, text, whole, received, list_transform(
             regexp_extract_all(text, '{_KM_PAIR.replace("'", "''")}', 1),
             lambda x: substr(x, 2, length(x) - 2)) AS ks,
@@ -240,25 +260,28 @@ def _native_sql(blocked: Sequence[str], fmt: str = "url") -> str:
                 CASE WHEN list_contains(ks, '_p2') THEN 'a'
                 WHEN list_contains(ks, '_n') THEN 'e' ELSE 's' END AS kind,
                 list_contains(ks, '_t') AND NOT list_contains(ks, '_d') AS t_only
-            FROM _a WHERE len(ks) <= {MAX_PROPERTIES} AND len(list_distinct(ks)) = len(ks));
-    DROP TABLE _a;"""
+            FROM _a WHERE len(ks) <= {MAX_PROPERTIES} AND list_unique(ks) = len(ks));
+"""
     else:
-        head = f"""CREATE OR REPLACE TEMP TABLE _a AS
-        SELECT line, text, whole, received, regexp_extract(text, '([esa])\\?', 1) AS kind,
+        head = f"""CREATE OR REPLACE TEMP VIEW _a AS
+        SELECT line, text, whole, received, substr(text, strpos(text, '?') - 1, 1) AS kind,
             list_filter(string_split(substr(text, strpos(text, '?') + 1), '&'), lambda x: x <> '')
-            AS ps
+            AS ps, strpos(text, '%') > 0 OR strpos(text, '+') > 0 AS coded
         FROM _lines
         WHERE regexp_full_match(text, '{_SIMPLE.replace("'", "''")}')
             AND strpos(text, '_td=') = 0 AND strpos(text, '_prop%3A') = 0;
     CREATE OR REPLACE TEMP TABLE _b AS
-        SELECT line, text, whole, received, kind, list_transform(ps, lambda p: {_dec(key)}) AS ks,
-            list_transform(ps, lambda p: {_dec(value)}) AS vs
+        SELECT line, text, whole, received, kind,
+            CASE WHEN coded THEN list_transform(ps, lambda p: {_dec(key)})
+                ELSE list_transform(ps, lambda p: {key}) END AS ks,
+            CASE WHEN coded THEN list_transform(ps, lambda p: {_dec(value)})
+                ELSE list_transform(ps, lambda p: {value}) END AS vs
         FROM _a WHERE len(ps) <= {MAX_PROPERTIES};
-    DROP TABLE _a;"""
+"""
     return f"""
     {lines};
     {head}
-    CREATE OR REPLACE TEMP TABLE _c AS
+    CREATE OR REPLACE TEMP VIEW _c AS
         SELECT line, text, whole, received, kind,
             vs[list_position(ks, '_k')] AS k, vs[list_position(ks, '_p')] AS p,
             vs[list_position(ks, '_n')] AS n, vs[list_position(ks, '_t')] AS tt,
@@ -266,22 +289,17 @@ def _native_sql(blocked: Sequence[str], fmt: str = "url") -> str:
             list_filter(list_zip(ks, vs), lambda x: kind <> 'a' AND NOT list_contains(
                 CASE WHEN kind = 'e' THEN ['_k', '_p', '_n', '_t', '_d']
                 ELSE ['_k', '_p', '_t', '_d'] END, x[1])) AS pv
-        FROM _b WHERE len(list_distinct(ks)) = len(ks);
-    DROP TABLE _b;
-    CREATE OR REPLACE TEMP TABLE _d AS
+        FROM _b WHERE list_unique(ks) = len(ks);
+    CREATE OR REPLACE TEMP VIEW _d AS
         SELECT *, CAST(split_part(tt, '.', 1) AS BIGINT) AS num,
             list_sort(list_transform(pv, lambda x: {{
                 'k': lower(replace(replace(x[1], ',', ' '), ':', ' ')),
                 'n': replace(replace(x[1], ',', ' '), ':', ' '), 'v': x[2]}})) AS props
         FROM _c WHERE tt IS NULL OR regexp_full_match(tt, '{_NUMBER}');
-    CREATE OR REPLACE TEMP TABLE _q AS SELECT *, {reason} AS reason
+    CREATE OR REPLACE TEMP TABLE _q AS SELECT line, kind, k, p, n, dd, num, received, whole,
+        text, props, {reason} AS reason
     FROM (SELECT * REPLACE (coalesce(k, $tenant) AS k) FROM _d)
-    WHERE len(list_distinct(list_transform(props, lambda x: x.k))) = len(props);
-    DROP TABLE _c;
-    DROP TABLE _d;
-    INSERT INTO _hard SELECT line, coalesce(whole, text) FROM _lines
-        WHERE line NOT IN (SELECT line FROM _q);
-    DROP TABLE _lines;
+    WHERE list_unique(list_transform(props, lambda x: x.k)) = len(props);
     INSERT INTO calls SELECT $input, line,
         kind, nullif(k, ''), p,
         CASE WHEN reason IS NULL AND kind = 'e' THEN replace(replace(n, ',', ' '), ':', ' ')
@@ -297,7 +315,14 @@ def _native_sql(blocked: Sequence[str], fmt: str = "url") -> str:
             '{{' || array_to_string(list_transform(props, lambda x: '"' || {_esc("x.n")} || '":"'
             || {_esc("x.v")} || '"'), ',') || '}}' END END
     FROM _q;
-    DROP TABLE _q
+    INSERT INTO _hard SELECT line, coalesce(whole, text) FROM _lines
+        WHERE line NOT IN (SELECT line FROM _q);
+    DROP TABLE _q;
+    DROP VIEW _d;
+    DROP VIEW _c;
+    DROP TABLE _b;
+    DROP VIEW _a;
+    DROP TABLE _lines
     """
 
 
