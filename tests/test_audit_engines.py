@@ -404,3 +404,37 @@ def test_duckdb_audit_of_a_file_named_twice_reads_it_once(
     got = engine_duckdb.audit(paths)
     _assert_same(_memory(paths), got)
     assert got.sources == ((str(path.resolve()), got.sources[0][1]),)
+
+
+#: Junk identities in every padding and case the block list's form removes, and near misses
+#: that the first/last-character prefilter of the SQL path must not let through as junk.
+JUNK = [
+    f"/a?_k=K&_p={p}&_n={n}"
+    for p, n in [
+        ("bob", "%22+null+%22"), ("bob", "+%60Undefined%60+"), ("bob", "%27none%27"),
+        ("bob", "NaN"), ("bob", "0000-00"), ("bob", "--"), ("bob", "+0+"), ("bob", "%5B%5D"),
+        ("bob", "%7B%7D"), ("bob", "%3Cnil%3E"), ("bob", "n%2Fa"), ("bob", "%5Bobject+Object%5D"),
+        ("Guest", "bob"), ("bob", "nulls"), ("bob", "xnull"), ("bob", "nul"), ("bob", "0a0"),
+        ("bob", "%22%22"), ("bob", "+"), ("bob", "-1"), ("bob", "1-"), ("anon", "anon"),
+        ("bob", "00000000-0000-0000-0000-000000000000"), ("bob", "%22distinct_id"),
+    ]
+]  # fmt: skip
+
+
+def test_native_reading_of_junk_identities_equals_the_reader(tmp_path: Path) -> None:
+    path = _write(tmp_path / "junk.txt", JUNK)
+    got = _duckdb_calls(path, native=True)
+    assert got == _reader_calls(path)
+    assert sum(row[-1] == "blocked_identity" for row in got) > 15
+
+
+def test_native_reading_of_overlong_lines_equals_the_reader(tmp_path: Path) -> None:
+    """A line past MAX_LINE (and past DuckDB's own line limit) sends the file to the reader."""
+    from identity.io.sources import MAX_LINE
+
+    for size in (MAX_LINE + 10, 5 * MAX_LINE):
+        path = _write(tmp_path / f"long-{size}.txt", [HOSTILE[0], "/e?_k=K&_p=" + "x" * size])
+        assert _duckdb_calls(path, native=True) == _reader_calls(path)
+        con = duckdb.connect()
+        ((_, calls, _, _, native),) = engine_duckdb.read_calls(con, expand([path]))
+        assert (calls, native) == (2, 0)

@@ -265,8 +265,12 @@ def _native_sql(blocked: Sequence[str], fmt: str = "url") -> str:
     else:
         head = f"""CREATE OR REPLACE TEMP VIEW _a AS
         SELECT line, text, whole, received, substr(text, strpos(text, '?') - 1, 1) AS kind,
-            list_filter(string_split(substr(text, strpos(text, '?') + 1), '&'), lambda x: x <> '')
-            AS ps, strpos(text, '%') > 0 OR strpos(text, '+') > 0 AS coded
+            CASE WHEN strpos(text, '&&') > 0 OR strpos(text, '?&') > 0 OR ends_with(text, '&')
+                OR ends_with(text, '?')
+            THEN list_filter(string_split(substr(text, strpos(text, '?') + 1), '&'),
+                lambda x: x <> '')
+            ELSE string_split(substr(text, strpos(text, '?') + 1), '&') END AS ps,
+            strpos(text, '%') > 0 OR strpos(text, '+') > 0 AS coded
         FROM _lines
         WHERE regexp_full_match(text, '{_SIMPLE.replace("'", "''")}')
             AND strpos(text, '_td=') = 0 AND strpos(text, '_prop%3A') = 0;
@@ -347,8 +351,9 @@ def _connect(memory_limit: str | None, spill_dir: str | None) -> _duckdb.DuckDBP
 def _plain_text(path: str) -> bool:
     r"""Tell whether DuckDB's line reader sees exactly the lines identity's reader does.
 
-    That is: valid UTF-8, no carriage return (DuckDB splits lines on it), no ``\x01`` (the
-    column delimiter) and no line longer than :data:`~identity.io.sources.MAX_LINE`.
+    That is: valid UTF-8, no carriage return (DuckDB splits lines on it) and no ``\x01``
+    (the column delimiter). Lines longer than :data:`~identity.io.sources.MAX_LINE` are
+    looked for by :func:`_read_lines`, in SQL.
     """
     opener: Callable[..., Any] = gzip.open if _is_gzip(path) else open
     tail = b""
@@ -366,8 +371,29 @@ def _plain_text(path: str) -> bool:
                 whole.decode("utf-8")
             except UnicodeDecodeError:
                 return False
-            if len(tail) > MAX_LINE or any(len(x) > MAX_LINE for x in whole.split(b"\n")):
+            if len(tail) > MAX_LINE:
                 return False
+
+
+def _read_lines(con: _duckdb.DuckDBPyConnection, path: str) -> bool:
+    """Read `path`'s lines into ``_read``; False (and no table) if one is longer than MAX_LINE.
+
+    identity's reader refuses such a line with a preview of its start, which the Python path
+    does; DuckDB refuses a line past its ``max_line_size`` with an error.
+    """
+    import duckdb
+
+    try:
+        for statement in _split(_read_sql(path, gz=_is_gzip(path))):
+            con.execute(statement)
+    except duckdb.InvalidInputException:
+        con.execute("DROP TABLE IF EXISTS _read")
+        return False
+    (longest,) = con.execute("SELECT coalesce(max(strlen(text)), 0) FROM _read").fetchone() or (0,)
+    if longest > MAX_LINE:
+        con.execute("DROP TABLE _read")
+        return False
+    return True
 
 
 def _is_gzip(path: str) -> bool:
@@ -424,15 +450,19 @@ def read_calls(
         found, when = reader.format, reader.received
         path = item.path
         before = _count(con, "calls")
-        if native and found in ("url", "access", "km") and path != "-" and _plain_text(path):
+        if (
+            native
+            and found in ("url", "access", "km")
+            and path != "-"
+            and _plain_text(path)
+            and _read_lines(con, path)
+        ):
             reader.close()
             con.execute("CREATE OR REPLACE TABLE _hard (line BIGINT, text VARCHAR)")
             params: dict[str, object] = {
                 "input": index, "name": item.name, "received": when, "tenant": default_tenant,
             }  # fmt: skip
             blocked = sorted(DEFAULT_RULES.blocked)
-            for statement in _split(_read_sql(path, gz=_is_gzip(path))):
-                con.execute(statement)
             (last,) = con.execute("SELECT coalesce(max(line), 0) FROM _read").fetchone() or (0,)
             script = list(_split(_native_sql(blocked, fmt=found)))
             for lo in range(0, last, _CHUNK):
@@ -716,12 +746,13 @@ def _junk(q: _Q) -> tuple[int, tuple[Junk, ...]]:
     is_blocked = DEFAULT_RULES.is_blocked
     block = ", ".join("'" + b.replace("'", "''") + "'" for b in sorted(DEFAULT_RULES.blocked))
     form = _junk_form("i.identity")
-    ascii_blocked = f"({form} IN ({block}) OR regexp_full_match({form}, '[0-]*'))"
+    may = _may_be_junk("i.identity", sorted(DEFAULT_RULES.blocked))
+    ascii_blocked = f"({may} AND ({form} IN ({block}) OR regexp_full_match({form}, '[0-]*')))"
     candidates = q.rows(
-        f"SELECT i.id, i.tenant, i.identity, p.person FROM identities i "
-        f"JOIN member m ON m.identity = i.id JOIN person p ON p.id = m.root "
-        f"WHERE {_IN} AND i.first_seen <= $bound AND (NOT regexp_full_match(i.identity, "
-        f"'[ -~]*') OR {ascii_blocked})"
+        f"SELECT i.id, i.tenant, i.identity, p.person FROM (SELECT * FROM identities i "
+        f"WHERE {_IN} AND i.first_seen <= $bound AND (strlen(i.identity) <> length(i.identity) "
+        f"OR {ascii_blocked})) i "
+        f"JOIN member m ON m.identity = i.id JOIN person p ON p.id = m.root"
     )
     junk = [row for row in candidates if is_blocked(row[2])]
     if not junk:
