@@ -20,6 +20,7 @@ import pytest
 from bench import workloads
 from identity.audit.engines import memory
 from identity.audit.model import Audit
+from identity.calls import MAX_CALL_LENGTH
 from identity.cli import ingest_inputs
 from identity.io.sources import Reader, expand
 
@@ -438,3 +439,42 @@ def test_native_reading_of_overlong_lines_equals_the_reader(tmp_path: Path) -> N
         con = duckdb.connect()
         ((_, calls, _, _, native),) = engine_duckdb.read_calls(con, expand([path]))
         assert (calls, native) == (2, 0)
+
+
+def _jsonl_lines() -> list[str]:
+    """Hostile JSONL: every KM line as it is (no ``_path``) and under paths good and bad."""
+    found = []
+    for path in ('"e"', '"/a"', '"/t/s/"', '"s/"', '"x"', '""', "5", '"/"'):
+        for line in KM:
+            if line.startswith("{") and line != "{}":
+                found.append('{"_path": ' + path + ", " + line[1:])
+    found += KM  # after the first lines, by which the file is sniffed as JSONL
+    found.append('{"_path": "e", "_path": "s", "_p": "x", "_n": "y"}')
+    found.append('{"_p": "x", "_n": "y", "_path": "a"}')
+    # text within MAX_CALL_LENGTH but the call's text (", " and ": ") past it: too_large
+    pairs = ",".join(f'"p{i:03d}":"{"v" * 3485}"' for i in range(300))
+    found.append('{"_path":"e","_k":"K","_p":"x","_n":"y",' + pairs + "}")
+    assert len(found[-1]) <= MAX_CALL_LENGTH < len(json.dumps(json.loads(found[-1])))
+    return found
+
+
+def test_native_reading_of_jsonl_equals_the_reader(tmp_path: Path) -> None:
+    path = _write(tmp_path / "hostile.jsonl", _jsonl_lines())
+    got = _duckdb_calls(path, native=True)
+    assert got == _reader_calls(path)
+    assert {row[-1] for row in got} >= {None, "too_large", "malformed", "missing_key"}
+    con = duckdb.connect()
+    ((_, calls, fmt, _, native),) = engine_duckdb.read_calls(con, expand([path]))
+    assert fmt == "jsonl"
+    assert native > 0.2 * calls
+    generated = str(tmp_path / "generated.jsonl")
+    with open(generated, "w", encoding="utf-8") as out:
+        for call in workloads.generate("mixed", 4000, 0, 2):
+            out.write(json.dumps(dict(call)) + "\n")
+    os.utime(generated, (RECEIVED, RECEIVED))
+    assert _duckdb_calls(generated, native=True) == _reader_calls(generated)
+    con = duckdb.connect()
+    ((_, calls, fmt, _, native),) = engine_duckdb.read_calls(con, expand([generated]))
+    assert (calls, fmt) == (4000, "jsonl")
+    assert native > 0.9 * calls
+    _assert_same(_memory([path, generated]), engine_duckdb.audit([path, generated]))

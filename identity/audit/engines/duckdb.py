@@ -9,9 +9,9 @@ The pipeline, all of it in one DuckDB database (in memory, spilling to `spill_di
    :data:`~identity.calls.MAX_PROPERTIES` properties; for an access log, a common or
    combined log line with a plain timestamp and a GET or POST of such a target (its time is
    the call's receive time; a request for another file is skipped, as the reader skips it);
-   for Kissmetrics JSON, a flat object of printable-ASCII strings and plain integers.
-   Every other line (hostile, non-ASCII, odd) and every line of the other formats (JSONL,
-   CSV) is parsed by identity's own parser
+   for Kissmetrics JSON and JSONL, a flat object of printable-ASCII strings and plain
+   integers (for JSONL, a ``_path`` that names ``e``, ``s`` or ``a``). Every other line
+   (hostile, non-ASCII, odd) and every line of a CSV file is parsed by identity's own parser
    (:func:`identity.io.formats.parser`), so there is one definition of the rules; tests
    check the SQL path against it line by line.
 2. **Store.** The accepted calls are folded as the store folds them (SPEC §8): events by
@@ -219,7 +219,7 @@ def _native_sql(blocked: Sequence[str], fmt: str = "url") -> str:
             THEN 'blocked_identity'
         WHEN kind <> 'a' THEN {prop_reason}
         END"""
-    if fmt in ("url", "km"):
+    if fmt in ("url", "km", "jsonl"):
         lines = "CREATE OR REPLACE TEMP TABLE _lines AS SELECT line, text, "
         lines += "CAST(NULL AS VARCHAR) AS whole, $received AS received FROM _read "
         lines += "WHERE line > $lo AND line <= $hi"
@@ -237,7 +237,10 @@ def _native_sql(blocked: Sequence[str], fmt: str = "url") -> str:
         CREATE OR REPLACE TEMP TABLE _lines AS SELECT line, target AS text, whole, received
         FROM _acc WHERE {decided} AND {tracking};
         DROP TABLE _acc"""
-    if fmt == "km":
+    if fmt in ("km", "jsonl"):
+        # a JSONL line's length bound is that of the call's text as from_mapping writes it
+        # (sorted keys, ", " and ": " between them): at most two characters more a pair
+        size = "length(text)" if fmt == "km" else "length(text) + 2 * len(ks)"
         head = f"""CREATE OR REPLACE TEMP VIEW _a AS
         SELECT line, text, whole, received, list_transform(
             regexp_extract_all(text, '{_KM_PAIR.replace("'", "''")}', 1),
@@ -247,9 +250,21 @@ def _native_sql(blocked: Sequence[str], fmt: str = "url") -> str:
                 ELSE x END) AS vs
         FROM _lines
         WHERE regexp_full_match(text, '{_KM_LINE.replace("'", "''")}')
-            AND length(text) <= {MAX_CALL_LENGTH}
             AND strpos(text, '"_td"') = 0 AND strpos(text, '"_prop:') = 0;
-    CREATE OR REPLACE TEMP TABLE _b AS
+"""
+    if fmt == "jsonl":  # the kind is the last part of "_path" ("e", "/e", "/t/e/")
+        head += f"""CREATE OR REPLACE TEMP TABLE _b AS
+        SELECT line, text, whole, received, kind,
+            list_filter(rk, lambda x: x <> '_path') AS ks,
+            list_filter(rv, lambda x, i: rk[i] <> '_path') AS vs
+        FROM (SELECT line, text, whole, received, ks AS rk, vs AS rv,
+                regexp_extract(rtrim(vs[list_position(ks, '_path')], '/'), '[^/]*$') AS kind
+            FROM _a WHERE len(ks) <= {MAX_PROPERTIES} AND list_unique(ks) = len(ks)
+                AND {size} <= {MAX_CALL_LENGTH})
+        WHERE kind IN ('e', 's', 'a');
+"""
+    elif fmt == "km":
+        head += f"""CREATE OR REPLACE TEMP TABLE _b AS
         SELECT line, text, whole, received, kind,
             CASE WHEN kind = 'a' THEN list_transform(list_filter(rk, lambda x: x <> '_n'),
                 lambda x: CASE WHEN x = '_p2' THEN '_n' ELSE x END) ELSE rk END
@@ -260,7 +275,8 @@ def _native_sql(blocked: Sequence[str], fmt: str = "url") -> str:
                 CASE WHEN list_contains(ks, '_p2') THEN 'a'
                 WHEN list_contains(ks, '_n') THEN 'e' ELSE 's' END AS kind,
                 list_contains(ks, '_t') AND NOT list_contains(ks, '_d') AS t_only
-            FROM _a WHERE len(ks) <= {MAX_PROPERTIES} AND list_unique(ks) = len(ks));
+            FROM _a WHERE len(ks) <= {MAX_PROPERTIES} AND list_unique(ks) = len(ks)
+                AND {size} <= {MAX_CALL_LENGTH});
 """
     else:
         head = f"""CREATE OR REPLACE TEMP VIEW _a AS
@@ -452,7 +468,7 @@ def read_calls(
         before = _count(con, "calls")
         if (
             native
-            and found in ("url", "access", "km")
+            and found in ("url", "access", "km", "jsonl")
             and path != "-"
             and _plain_text(path)
             and _read_lines(con, path)
