@@ -279,15 +279,35 @@ def _assert_same(expected: Audit, got: Audit) -> None:
     assert got == expected
 
 
+@pytest.fixture(params=["scipy", "contraction"])
+def components(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Both ways the DuckDB engine finds people: SciPy (links that fit), SQL (the rest)."""
+    if request.param == "contraction":  # no link fits in memory
+        monkeypatch.setattr(engine_duckdb, "_BYTES_A_LINK", 1 << 62)
+    return str(request.param)
+
+
 @pytest.mark.parametrize(
     "name", ["hostile", "formats", "access", "km", "mixed", "chains", "retries"]
 )
-def test_duckdb_audit_equals_memory(files: dict[str, list[str]], name: str) -> None:
+def test_duckdb_audit_equals_memory(
+    files: dict[str, list[str]], name: str, components: str
+) -> None:
     paths = files[name]
-    _assert_same(_memory(paths), engine_duckdb.audit(paths))
+    steps: list[str] = []
+    _assert_same(_memory(paths), engine_duckdb.audit(paths, progress=steps.append))
+    how = [s for s in steps if s.startswith("people: components in")]
+    rounds = sum(s.startswith("components: round") for s in steps)
+    if components == "contraction":
+        assert how == [f"people: components in {rounds} rounds"]
+    else:  # SciPy, unless there is no link at all
+        assert rounds == 0
+        assert how in (["people: components in memory (SciPy)"], ["people: components in 0 rounds"])
 
 
-def test_duckdb_audit_with_default_tenant_tenant_and_as_of(files: dict[str, list[str]]) -> None:
+def test_duckdb_audit_with_default_tenant_tenant_and_as_of(
+    files: dict[str, list[str]], components: str
+) -> None:
     paths = files["formats"]
     got = engine_duckdb.audit(paths, default_tenant="K")
     _assert_same(_memory(paths, default_tenant="K"), got)
@@ -298,7 +318,9 @@ def test_duckdb_audit_with_default_tenant_tenant_and_as_of(files: dict[str, list
         _assert_same(want, engine_duckdb.audit(paths, tenant=tenant, as_of=as_of))
 
 
-def test_duckdb_audit_under_a_memory_limit(files: dict[str, list[str]], tmp_path: Path) -> None:
+def test_duckdb_audit_under_a_memory_limit(
+    files: dict[str, list[str]], tmp_path: Path, components: str
+) -> None:
     paths = files["chains"]
     got = engine_duckdb.audit(paths, memory_limit="64MB", spill_dir=str(tmp_path))
     _assert_same(_memory(paths), got)

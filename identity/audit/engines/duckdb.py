@@ -590,12 +590,62 @@ def _store(con: _duckdb.DuckDBPyConnection) -> None:
         con.execute(statement)
 
 
+#: What the links cost in NumPy and SciPy when components are found in memory (two int64
+#: columns, the sparse matrix and its transpose, the labels), rounded up.
+_BYTES_A_LINK = 64
+
+
+def _memory_budget(con: _duckdb.DuckDBPyConnection) -> int:
+    """Return DuckDB's memory limit in bytes (its default is 80% of the machine's memory)."""
+    ((limit,),) = con.execute(
+        "SELECT value FROM duckdb_settings() WHERE name = 'memory_limit'"
+    ).fetchall()
+    number, unit = str(limit).split()
+    scale = {"B": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30, "TiB": 1 << 40}
+    scale |= {"KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12}
+    return int(float(number) * scale.get(unit, 1))
+
+
+def _scipy_components(con: _duckdb.DuckDBPyConnection) -> None:
+    """Make ``_roots(node, root)`` from ``_edges`` with SciPy (the links fit in memory)."""
+    import numpy as np
+    from scipy.sparse import coo_matrix  # type: ignore[import-untyped]
+    from scipy.sparse.csgraph import connected_components  # type: ignore[import-untyped]
+
+    found = con.execute("SELECT a, b FROM _edges").fetchnumpy()
+    a, b = (np.asarray(found[k], dtype=np.int64) for k in ("a", "b"))
+    ((top,),) = con.execute("SELECT coalesce(max(id), 0) + 1 FROM identities").fetchall()
+    graph = coo_matrix((np.ones(len(a), dtype=np.int8), (a, b)), shape=(top, top)).tocsr()
+    _, labels = connected_components(graph, directed=False)
+    nodes = np.arange(top, dtype=np.int64)
+    root = np.full(labels.max() + 1 if top else 0, top, dtype=np.int64)
+    np.minimum.at(root, labels, nodes)  # a component's root is its smallest node
+    roots = root[labels]
+    moved = roots != nodes
+    con.register("_np_roots", {"node": nodes[moved], "root": roots[moved]})
+    try:
+        con.execute("CREATE OR REPLACE TEMP TABLE _roots AS SELECT node, root FROM _np_roots")
+    finally:
+        con.unregister("_np_roots")
+
+
 def _partition(
     con: _duckdb.DuckDBPyConnection, bound: int, progress: Callable[[str], None] | None
-) -> int:
-    """Make ``member(identity, person)`` and ``person(id, tenant, person, size)`` as of `bound`."""
+) -> int | None:
+    """Make ``member(identity, person)`` and ``person(id, tenant, person, size)`` as of `bound`.
+
+    Components are found by SciPy when the links fit in a quarter of DuckDB's memory limit
+    (about 64 bytes a link), else by randomized contraction in SQL, out of core
+    (:func:`~identity.audit.engines.components.duckdb_components`); returns its rounds
+    (None for SciPy).
+    """
     con.execute(f"CREATE OR REPLACE TEMP VIEW _edges AS SELECT a, b FROM links WHERE t <= {bound}")
-    rounds = duckdb_components(con, "_edges", "_roots", progress=progress)
+    ((links,),) = con.execute("SELECT count(*) FROM _edges").fetchall()
+    if 0 < links * _BYTES_A_LINK <= _memory_budget(con) // 4:
+        _scipy_components(con)
+        rounds = None
+    else:
+        rounds = duckdb_components(con, "_edges", "_roots", progress=progress)
     con.execute(
         f"CREATE OR REPLACE TEMP TABLE member AS SELECT i.id AS identity, "
         f"coalesce(r.root, i.id) AS root FROM identities i LEFT JOIN _roots r ON r.node = i.id "
@@ -970,7 +1020,8 @@ def audit(
             bound = (1 << 63) - 1 if as_of is None else as_of
             rounds = _partition(con, bound, progress)
             if progress is not None:
-                progress(f"people: components in {rounds} rounds")
+                how = "memory (SciPy)" if rounds is None else f"{rounds} rounds"
+                progress(f"people: components in {how}")
             q = _Q(con, tenant, bound)
             say = progress or (lambda _: None)
             sources = [(name, n) for name, n, *_ in read]
