@@ -15,24 +15,11 @@ in the same process, each in a child process for its peak memory (``ru_maxrss``)
 
 Times are wall-clock medians of ``--repeat`` runs; the machine is shared, so compare ratios.
 
-Measured on the 2-core, 24 GiB machine (shared; one run each, 2026-12-02), chains of 500
-(seconds, peak RSS):
-
-=============================  ==========  =====================  ======================
-subject                        100k links  1M links               10M links
-=============================  ==========  =====================  ======================
-networkx components            0.20        3.82, 687 MiB          47.2, 6.1 GiB
-scipy (interning + components) -           0.78                   16.0 (14.6 + 1.4)
-DuckDB components              -           1.87, 7 rounds         23.3, 7 rounds
-DuckDB whole audit             1.85        12.3, 989 MiB          151, 4.1 GiB [1]
- ... ``--memory-limit 256MB``  -           15.4, 481 MiB          -
-memory engine's whole audit    2.62        -                      -
-=============================  ==========  =====================  ======================
-
-[1] with ``--memory-limit 4GB``. 100M links (``--memory-limit 8GB``, load 5-9): 4,057 s,
-8 rounds, 20 GiB peak (reading 974 s, folding 1,255 s, components 814 s, bridges 740 s,
-report 254 s). At 10k links the memory engine is ahead (0.40 s against 0.70 s): the
-crossover is between 10k and 100k links. ``--subjects spark-audit``: 79 s at 100k links.
+Measured on the 2-core, 24 GiB machine (shared; its speed varies by half from hour to hour,
+so compare ratios within a run), chains of 500, 2026-12-02: see the README's "Scaling out"
+table. At 1M links networkx took 3.41 s and the DuckDB audit 4.78 s (1.40x, median of 3);
+at 10M, 68.1 s and 64.1 s (0.94x, ``--memory-limit 4GB``); Spark (``local[2]``, 8 GB
+driver) 110 s at 1M and 729 s at 10M.
 """
 
 from __future__ import annotations
