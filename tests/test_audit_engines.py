@@ -500,3 +500,20 @@ def test_native_reading_of_jsonl_equals_the_reader(tmp_path: Path) -> None:
     assert (calls, fmt) == (4000, "jsonl")
     assert native > 0.9 * calls
     _assert_same(_memory([path, generated]), engine_duckdb.audit([path, generated]))
+
+
+def test_native_reading_of_jsonl_with_a_default_tenant_equals_the_reader(tmp_path: Path) -> None:
+    """The default tenant's pair counts towards the call's length, as from_mapping counts it."""
+    tenant = "T" * 200
+    pairs = ",".join(f'"p{i:03d}":"{"v" * 3483}"' for i in range(300))
+    long = '{"_path":"e","_p":"x","_n":"y",' + pairs + "}"
+    assert len(json.dumps(json.loads(long))) <= MAX_CALL_LENGTH
+    assert len(json.dumps({"_k": tenant, **json.loads(long)})) > MAX_CALL_LENGTH
+    path = _write(tmp_path / "tenant.jsonl", [*_jsonl_lines()[:40], long])
+    with Reader(path, tenant=tenant) as reader:
+        want = [(c.source, c.tenant, c.reason) for c in reader]
+    con = duckdb.connect()
+    engine_duckdb.read_calls(con, expand([path]), default_tenant=tenant)
+    got = con.execute("SELECT source, tenant, reason FROM calls ORDER BY line").fetchall()
+    assert got == want
+    assert want[-1][2] == "too_large"

@@ -238,9 +238,13 @@ def _native_sql(blocked: Sequence[str], fmt: str = "url") -> str:
         FROM _acc WHERE {decided} AND {tracking};
         DROP TABLE _acc"""
     if fmt in ("km", "jsonl"):
-        # a JSONL line's length bound is that of the call's text as from_mapping writes it
-        # (sorted keys, ", " and ": " between them): at most two characters more a pair
-        size = "length(text)" if fmt == "km" else "length(text) + 2 * len(ks)"
+        # a JSONL line's length bound is that of the call's text as from_mapping writes it:
+        # sorted keys, ", " and ": " between them (at most two characters more a pair), and
+        # the default tenant's pair when the line has no _k (its text escaped: at most 6 a
+        # character, with its quotes, key and separators 10 more)
+        size = "length(text)"
+        if fmt == "jsonl":
+            size += " + 2 * len(ks) + coalesce(6 * length($tenant) + 10, 0)"
         head = f"""CREATE OR REPLACE TEMP VIEW _a AS
         SELECT line, text, whole, received, list_transform(
             regexp_extract_all(text, '{_KM_PAIR.replace("'", "''")}', 1),
@@ -618,7 +622,7 @@ def _scipy_components(con: _duckdb.DuckDBPyConnection) -> None:
     graph = coo_matrix((np.ones(len(a), dtype=np.int8), (a, b)), shape=(top, top)).tocsr()
     _, labels = connected_components(graph, directed=False)
     nodes = np.arange(top, dtype=np.int64)
-    root = np.full(labels.max() + 1 if top else 0, top, dtype=np.int64)
+    root = np.full(labels.max() + 1, top, dtype=np.int64)  # top >= 1: ids start at 1
     np.minimum.at(root, labels, nodes)  # a component's root is its smallest node
     roots = root[labels]
     moved = roots != nodes
