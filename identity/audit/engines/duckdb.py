@@ -103,7 +103,22 @@ _SIMPLE = (
     r"^(?:[A-Za-z0-9/:._~!$'()*,;=@+-]*/)?[esa]\?"
     r"(?:[A-Za-z0-9._~!$'()*,;=@+/:?&-]|%[2-6][0-9A-Fa-f]|%7[0-9A-Ea-e])*$"
 )
+#: A simple line whose every parameter is ``key=value`` with no ``=`` or ``&`` in either,
+#: not even escaped (``%3D``, ``%26``): its query splits at ``=`` and ``&`` into keys and
+#: values by turns, decoded as a whole.
+_FLAT_PART = (
+    r"(?:[A-Za-z0-9._~!$'()*,;@+/:?-]|%2[0-57-9A-Fa-f]|%3[0-9A-Ca-cE-Fe-f]|%[4-6][0-9A-Fa-f]"
+    r"|%7[0-9A-Ea-e])*"
+)
+_FLAT = (
+    r"^(?:[A-Za-z0-9/:._~!$'()*,;=@+-]*/)?[esa]\?"
+    rf"{_FLAT_PART}={_FLAT_PART}(?:&{_FLAT_PART}={_FLAT_PART})*$"
+)
 _NUMBER = r"[0-9]{1,15}(\.[0-9]{0,15})?"
+#: The parameters a call reads itself (for ``s``, ``_n`` is a property).
+RESERVED = ("_k", "_p", "_n", "_t", "_d")
+#: An empty list of (key, value) pairs, typed as ``list_zip`` makes them.
+_NO_PAIRS = "list_zip(CAST([] AS VARCHAR[]), CAST([] AS VARCHAR[]))"
 
 
 def _dec(x: str) -> str:
@@ -217,7 +232,7 @@ def _native_sql(blocked: Sequence[str], fmt: str = "url") -> str:
         WHEN dd = '1' AND num IS NULL THEN 'bad_timestamp'
         WHEN kind = 'a' AND n <> p AND ({is_blocked("p")} OR {is_blocked("n")})
             THEN 'blocked_identity'
-        WHEN kind <> 'a' THEN {prop_reason}
+        WHEN kind <> 'a' AND len(pv) > 0 THEN {prop_reason}
         END"""
     if fmt in ("url", "km", "jsonl"):
         lines = "CREATE OR REPLACE TEMP TABLE _lines AS SELECT line, text, "
@@ -282,48 +297,74 @@ def _native_sql(blocked: Sequence[str], fmt: str = "url") -> str:
             FROM _a WHERE len(ks) <= {MAX_PROPERTIES} AND list_unique(ks) = len(ks)
                 AND {size} <= {MAX_CALL_LENGTH});
 """
-    else:
-        head = f"""CREATE OR REPLACE TEMP VIEW _a AS
-        SELECT line, text, whole, received, substr(text, strpos(text, '?') - 1, 1) AS kind,
+    else:  # three lanes: flat lines without properties, flat lines with them, the rest
+        flat = _FLAT.replace("'", "''")
+        positions = ", ".join(f"list_position(l, '{k}') AS p{k[1]}" for k in RESERVED)
+        turns = " AND ".join(f"coalesce(p{k[1]} % 2, 1) = 1" for k in RESERVED)
+        found = " + ".join(f"(p{k[1]} IS NOT NULL)::INT" for k in RESERVED)
+        head = f"""CREATE OR REPLACE TEMP TABLE _f AS
+        SELECT line, text, whole, received, kind, l,
+            CASE WHEN l IS NULL OR NOT ({turns}) OR len(l) > {2 * MAX_PROPERTIES} THEN 2
+                WHEN len(l) = 2 * ({found}) AND (kind <> 's' OR pn IS NULL) THEN 0
+                ELSE 1 END AS lane, pk, pp, pn, pt, pd
+        FROM (SELECT *, {positions} FROM (
+            SELECT line, text, whole, received, substr(text, strpos(text, '?') - 1, 1) AS kind,
+                CASE WHEN regexp_full_match(text, '{flat}') THEN string_split(replace(
+                    CASE WHEN strpos(text, '%') > 0 OR strpos(text, '+') > 0
+                    THEN url_decode(replace(substr(text, strpos(text, '?') + 1), '+', ' '))
+                    ELSE substr(text, strpos(text, '?') + 1) END, '=', '&'), '&') END AS l
+            FROM _lines
+            WHERE strpos(text, '_td=') = 0 AND strpos(text, '_prop%3A') = 0));
+    CREATE OR REPLACE TEMP VIEW _a AS
+        SELECT line, text, whole, received, kind,
             CASE WHEN strpos(text, '&&') > 0 OR strpos(text, '?&') > 0 OR ends_with(text, '&')
                 OR ends_with(text, '?')
             THEN list_filter(string_split(substr(text, strpos(text, '?') + 1), '&'),
                 lambda x: x <> '')
             ELSE string_split(substr(text, strpos(text, '?') + 1), '&') END AS ps,
             strpos(text, '%') > 0 OR strpos(text, '+') > 0 AS coded
-        FROM _lines
-        WHERE regexp_full_match(text, '{_SIMPLE.replace("'", "''")}')
-            AND strpos(text, '_td=') = 0 AND strpos(text, '_prop%3A') = 0;
+        FROM _f
+        WHERE lane = 2 AND regexp_full_match(text, '{_SIMPLE.replace("'", "''")}');
     CREATE OR REPLACE TEMP TABLE _b AS
         SELECT line, text, whole, received, kind,
             CASE WHEN coded THEN list_transform(ps, lambda p: {_dec(key)})
                 ELSE list_transform(ps, lambda p: {key}) END AS ks,
             CASE WHEN coded THEN list_transform(ps, lambda p: {_dec(value)})
                 ELSE list_transform(ps, lambda p: {value}) END AS vs
-        FROM _a WHERE len(ps) <= {MAX_PROPERTIES};
+        FROM _a WHERE len(ps) <= {MAX_PROPERTIES}
+        UNION ALL SELECT line, text, whole, received, kind, list_slice(l, 1, -1, 2),
+            list_slice(l, 2, -1, 2) FROM _f WHERE lane = 1;
 """
-    return f"""
-    {lines};
-    {head}
-    CREATE OR REPLACE TEMP VIEW _c AS
-        SELECT line, text, whole, received, kind,
+    # the calls whose keys and values are lists (a line of the fast lane has them at hand)
+    listed = f"""SELECT line, text, whole, received, kind,
             vs[list_position(ks, '_k')] AS k, vs[list_position(ks, '_p')] AS p,
             vs[list_position(ks, '_n')] AS n, vs[list_position(ks, '_t')] AS tt,
             vs[list_position(ks, '_d')] AS dd,
-            list_filter(list_zip(ks, vs), lambda x: kind <> 'a' AND NOT list_contains(
+            CASE WHEN kind = 'a' THEN {_NO_PAIRS}
+            ELSE list_filter(list_zip(ks, vs), lambda x: NOT list_contains(
                 CASE WHEN kind = 'e' THEN ['_k', '_p', '_n', '_t', '_d']
-                ELSE ['_k', '_p', '_t', '_d'] END, x[1])) AS pv
-        FROM _b WHERE list_unique(ks) = len(ks);
+                ELSE ['_k', '_p', '_t', '_d'] END, x[1])) END AS pv
+        FROM _b WHERE list_unique(ks) = len(ks)"""
+    if fmt in ("url", "access"):
+        listed = f"""SELECT line, text, whole, received, kind, l[pk + 1] AS k, l[pp + 1] AS p,
+            l[pn + 1] AS n, l[pt + 1] AS tt, l[pd + 1] AS dd, {_NO_PAIRS} AS pv
+        FROM _f WHERE lane = 0
+        UNION ALL {listed}"""
+    return f"""
+    {lines};
+    {head}
+    CREATE OR REPLACE TEMP VIEW _c AS {listed};
     CREATE OR REPLACE TEMP VIEW _d AS
-        SELECT *, CAST(split_part(tt, '.', 1) AS BIGINT) AS num,
-            list_sort(list_transform(pv, lambda x: {{
+        SELECT *, CAST(CASE WHEN strpos(tt, '.') > 0 THEN left(tt, strpos(tt, '.') - 1)
+                ELSE tt END AS BIGINT) AS num,
+            CASE WHEN len(pv) = 0 THEN [] ELSE list_sort(list_transform(pv, lambda x: {{
                 'k': lower(replace(replace(x[1], ',', ' '), ':', ' ')),
-                'n': replace(replace(x[1], ',', ' '), ':', ' '), 'v': x[2]}})) AS props
+                'n': replace(replace(x[1], ',', ' '), ':', ' '), 'v': x[2]}})) END AS props
         FROM _c WHERE tt IS NULL OR regexp_full_match(tt, '{_NUMBER}');
     CREATE OR REPLACE TEMP TABLE _q AS SELECT line, kind, k, p, n, dd, num, received, whole,
         text, props, {reason} AS reason
     FROM (SELECT * REPLACE (coalesce(k, $tenant) AS k) FROM _d)
-    WHERE list_unique(list_transform(props, lambda x: x.k)) = len(props);
+    WHERE len(props) <= 1 OR list_unique(list_transform(props, lambda x: x.k)) = len(props);
     INSERT INTO calls SELECT $input, line,
         kind, nullif(k, ''), p,
         CASE WHEN reason IS NULL AND kind = 'e' THEN replace(replace(n, ',', ' '), ':', ' ')
@@ -346,6 +387,7 @@ def _native_sql(blocked: Sequence[str], fmt: str = "url") -> str:
     DROP VIEW _c;
     DROP TABLE _b;
     DROP VIEW _a;
+    DROP TABLE IF EXISTS _f;
     DROP TABLE _lines
     """
 
