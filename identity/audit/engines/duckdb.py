@@ -302,11 +302,19 @@ def _native_sql(blocked: Sequence[str], fmt: str = "url") -> str:
         positions = ", ".join(f"list_position(l, '{k}') AS p{k[1]}" for k in RESERVED)
         turns = " AND ".join(f"coalesce(p{k[1]} % 2, 1) = 1" for k in RESERVED)
         found = " + ".join(f"(p{k[1]} IS NOT NULL)::INT" for k in RESERVED)
+        # a list column costs more to store and scan than its parts: only scalars are kept,
+        # and the key and value lists of the lines that have properties
         head = f"""CREATE OR REPLACE TEMP TABLE _f AS
-        SELECT line, text, whole, received, kind, l,
-            CASE WHEN l IS NULL OR NOT ({turns}) OR len(l) > {2 * MAX_PROPERTIES} THEN 2
-                WHEN len(l) = 2 * ({found}) AND (kind <> 's' OR pn IS NULL) THEN 0
-                ELSE 1 END AS lane, pk, pp, pn, pt, pd
+        SELECT line, text, whole, received, kind, lane,
+            CASE WHEN lane = 0 THEN l[pk + 1] END AS k, CASE WHEN lane = 0 THEN l[pp + 1] END AS p,
+            CASE WHEN lane = 0 THEN l[pn + 1] END AS n,
+            CASE WHEN lane = 0 THEN l[pt + 1] END AS tt,
+            CASE WHEN lane = 0 THEN l[pd + 1] END AS dd,
+            CASE WHEN lane = 1 THEN list_slice(l, 1, -1, 2) END AS ks,
+            CASE WHEN lane = 1 THEN list_slice(l, 2, -1, 2) END AS vs
+        FROM (SELECT *, CASE WHEN l IS NULL OR NOT ({turns}) OR len(l) > {2 * MAX_PROPERTIES}
+                THEN 2 WHEN len(l) = 2 * ({found}) AND (kind <> 's' OR pn IS NULL) THEN 0
+                ELSE 1 END AS lane
         FROM (SELECT *, {positions} FROM (
             SELECT line, text, whole, received, substr(text, strpos(text, '?') - 1, 1) AS kind,
                 CASE WHEN regexp_full_match(text, '{flat}') THEN string_split(replace(
@@ -314,7 +322,7 @@ def _native_sql(blocked: Sequence[str], fmt: str = "url") -> str:
                     THEN url_decode(replace(substr(text, strpos(text, '?') + 1), '+', ' '))
                     ELSE substr(text, strpos(text, '?') + 1) END, '=', '&'), '&') END AS l
             FROM _lines
-            WHERE strpos(text, '_td=') = 0 AND strpos(text, '_prop%3A') = 0));
+            WHERE strpos(text, '_td=') = 0 AND strpos(text, '_prop%3A') = 0)));
     CREATE OR REPLACE TEMP VIEW _a AS
         SELECT line, text, whole, received, kind,
             CASE WHEN strpos(text, '&&') > 0 OR strpos(text, '?&') > 0 OR ends_with(text, '&')
@@ -332,8 +340,7 @@ def _native_sql(blocked: Sequence[str], fmt: str = "url") -> str:
             CASE WHEN coded THEN list_transform(ps, lambda p: {_dec(value)})
                 ELSE list_transform(ps, lambda p: {value}) END AS vs
         FROM _a WHERE len(ps) <= {MAX_PROPERTIES}
-        UNION ALL SELECT line, text, whole, received, kind, list_slice(l, 1, -1, 2),
-            list_slice(l, 2, -1, 2) FROM _f WHERE lane = 1;
+        UNION ALL SELECT line, text, whole, received, kind, ks, vs FROM _f WHERE lane = 1;
 """
     # the calls whose keys and values are lists (a line of the fast lane has them at hand)
     listed = f"""SELECT line, text, whole, received, kind,
@@ -346,8 +353,7 @@ def _native_sql(blocked: Sequence[str], fmt: str = "url") -> str:
                 ELSE ['_k', '_p', '_t', '_d'] END, x[1])) END AS pv
         FROM _b WHERE list_unique(ks) = len(ks)"""
     if fmt in ("url", "access"):
-        listed = f"""SELECT line, text, whole, received, kind, l[pk + 1] AS k, l[pp + 1] AS p,
-            l[pn + 1] AS n, l[pt + 1] AS tt, l[pd + 1] AS dd, {_NO_PAIRS} AS pv
+        listed = f"""SELECT line, text, whole, received, kind, k, p, n, tt, dd, {_NO_PAIRS} AS pv
         FROM _f WHERE lane = 0
         UNION ALL {listed}"""
     return f"""
@@ -361,10 +367,6 @@ def _native_sql(blocked: Sequence[str], fmt: str = "url") -> str:
                 'k': lower(replace(replace(x[1], ',', ' '), ':', ' ')),
                 'n': replace(replace(x[1], ',', ' '), ':', ' '), 'v': x[2]}})) END AS props
         FROM _c WHERE tt IS NULL OR regexp_full_match(tt, '{_NUMBER}');
-    CREATE OR REPLACE TEMP TABLE _q AS SELECT line, kind, k, p, n, dd, num, received, whole,
-        text, props, {reason} AS reason
-    FROM (SELECT * REPLACE (coalesce(k, $tenant) AS k) FROM _d)
-    WHERE len(props) <= 1 OR list_unique(list_transform(props, lambda x: x.k)) = len(props);
     INSERT INTO calls SELECT $input, line,
         kind, nullif(k, ''), p,
         CASE WHEN reason IS NULL AND kind = 'e' THEN replace(replace(n, ',', ' '), ':', ' ')
@@ -379,10 +381,12 @@ def _native_sql(blocked: Sequence[str], fmt: str = "url") -> str:
         CASE WHEN reason IS NULL AND kind = 'e' THEN CASE WHEN len(props) = 0 THEN '{{}}' ELSE
             '{{' || array_to_string(list_transform(props, lambda x: '"' || {_esc("x.n")} || '":"'
             || {_esc("x.v")} || '"'), ',') || '}}' END END
-    FROM _q;
+    FROM (SELECT line, kind, k, p, n, dd, num, received, whole, text, props, {reason} AS reason
+        FROM (SELECT * REPLACE (coalesce(k, $tenant) AS k) FROM _d)
+        WHERE len(props) <= 1 OR list_unique(list_transform(props, lambda x: x.k)) = len(props));
     INSERT INTO _hard SELECT line, coalesce(whole, text) FROM _lines
-        WHERE line NOT IN (SELECT line FROM _q);
-    DROP TABLE _q;
+        WHERE line NOT IN (SELECT line FROM calls WHERE input = $input AND line > $lo
+            AND line <= $hi);
     DROP VIEW _d;
     DROP VIEW _c;
     DROP TABLE _b;
