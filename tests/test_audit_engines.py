@@ -374,8 +374,9 @@ def _duckdb_calls(path: str, native: bool) -> list[tuple[object, ...]]:
     con = duckdb.connect()
     engine_duckdb.read_calls(con, expand([path]), native=native)
     rows = con.execute(
-        "SELECT source, CASE WHEN reason IS NULL THEN kind END, tenant, identity, name, props, "
-        "t, td, received, raw, reason FROM calls ORDER BY line"
+        "SELECT $name || ':' || line, CASE WHEN reason IS NULL THEN kind END, tenant, identity, "
+        "name, props, t, td, received, raw, reason FROM calls ORDER BY line",
+        {"name": path},
     ).fetchall()
     con.close()
     return [(*row[:5], tuple((p["k"], p["n"], p["v"]) for p in row[5]), *row[6:]) for row in rows]
@@ -538,6 +539,8 @@ def test_native_reading_of_jsonl_with_a_default_tenant_equals_the_reader(tmp_pat
         want = [(c.source, c.tenant, c.reason) for c in reader]
     con = duckdb.connect()
     engine_duckdb.read_calls(con, expand([path]), default_tenant=tenant)
-    got = con.execute("SELECT source, tenant, reason FROM calls ORDER BY line").fetchall()
+    got = con.execute(
+        "SELECT $name || ':' || line, tenant, reason FROM calls ORDER BY line", {"name": path}
+    ).fetchall()
     assert got == want
     assert want[-1][2] == "too_large"

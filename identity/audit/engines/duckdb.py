@@ -16,7 +16,7 @@ The pipeline, all of it in one DuckDB database (in memory, spilling to `spill_di
    check the SQL path against it line by line.
 2. **Store.** The accepted calls are folded as the store folds them (SPEC §8): events by
    identity, case-insensitive name, dedupe time and properties, property records, alias
-   links by unordered pair (earliest time and its source), quarantined calls by raw text,
+   links by unordered pair (earliest time), quarantined calls by raw text,
    reason and receive time.
 3. **People.** Identities are numbered (``row_number`` over the distinct strings: no hash
    collisions) and their components found by randomized contraction
@@ -92,7 +92,7 @@ class DuckDBUnavailableError(IdentityError):
 _CALLS_DDL = """
 CREATE OR REPLACE TABLE calls (
     input INTEGER, line BIGINT, kind VARCHAR, tenant VARCHAR, identity VARCHAR, name VARCHAR,
-    t BIGINT, td BIGINT, received BIGINT, raw VARCHAR, source VARCHAR, reason VARCHAR,
+    t BIGINT, td BIGINT, received BIGINT, raw VARCHAR, reason VARCHAR,
     props STRUCT(k VARCHAR, n VARCHAR, v VARCHAR)[], nkey VARCHAR, shown VARCHAR
 )
 """
@@ -374,7 +374,7 @@ def _native_sql(blocked: Sequence[str], fmt: str = "url") -> str:
         CASE WHEN reason IS NULL AND dd = '1' THEN num ELSE received END,
         CASE WHEN reason IS NULL THEN coalesce(num, received) ELSE received END,
         received, CASE WHEN reason IS NOT NULL THEN coalesce(whole, text) END,
-        $name || ':' || line, reason,
+        reason,
         CASE WHEN reason IS NULL THEN props ELSE [] END,
         CASE WHEN reason IS NULL AND kind = 'e' THEN lower(replace(replace(n, ',', ' '), ':', ' '))
             END,
@@ -477,7 +477,7 @@ def _row(index: int, line: int, call: Call) -> tuple[object, ...]:
         shown = "{" + ",".join(pairs) + "}"
     return (
         index, line, call.kind, call.tenant, call.identity, call.name, call.t, call.td,
-        call.received, None if call.ok else call.raw, call.source, call.reason, props, nkey, shown,
+        call.received, None if call.ok else call.raw, call.reason, props, nkey, shown,
     )  # fmt: skip
 
 
@@ -555,7 +555,7 @@ def read_calls(
                         batch.append(_row(index, line, call))
                 if batch:
                     con.executemany(
-                        "INSERT INTO calls VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", batch
+                        "INSERT INTO calls VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", batch
                     )
             con.execute("DROP TABLE _hard")
         else:
@@ -566,12 +566,12 @@ def read_calls(
                     batch.append(_row(index, _line_of(call.source), call))
                     if len(batch) >= _BATCH:
                         con.executemany(
-                            "INSERT INTO calls VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", batch
+                            "INSERT INTO calls VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", batch
                         )
                         batch = []
                 if batch:
                     con.executemany(
-                        "INSERT INTO calls VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", batch
+                        "INSERT INTO calls VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", batch
                     )
         calls = _count(con, "calls") - before
         if key == "-" and reader.content is not None:
@@ -605,13 +605,12 @@ SELECT row_number() OVER () AS id, tenant, identity, first_seen, customer_since 
     ) GROUP BY tenant, identity
 );
 CREATE OR REPLACE TEMP TABLE okid AS
-SELECT o.kind, o.t, o.td, o.source, o.nkey, o.name, o.props, o.shown, i.id AS iid, j.id AS jid
+SELECT o.kind, o.t, o.td, o.nkey, o.name, o.props, o.shown, i.id AS iid, j.id AS jid
 FROM ok o
 JOIN identities i ON i.tenant = o.tenant AND i.identity = o.identity
 LEFT JOIN identities j ON o.kind = 'a' AND j.tenant = o.tenant AND j.identity = o.name;
 CREATE OR REPLACE TABLE links AS
-SELECT least(iid, jid) AS a, greatest(iid, jid) AS b, min(t) AS t, count(*) AS sent,
-    min({'t': t, 's': source}).s AS source
+SELECT least(iid, jid) AS a, greatest(iid, jid) AS b, min(t) AS t, count(*) AS sent
 FROM okid WHERE kind = 'a' AND iid <> jid GROUP BY 1, 2;
 CREATE OR REPLACE TABLE events AS
 SELECT iid AS identity, nkey AS name_key, td, m.n AS name, m.t AS t, m.p AS properties,
@@ -627,7 +626,7 @@ SELECT iid AS identity, p.k AS name_key, p.v AS value, td, min(t) AS t,
 FROM (SELECT iid, td, t, unnest(props) AS p FROM okid WHERE kind <> 'a')
 GROUP BY iid, p.k, p.v, td;
 CREATE OR REPLACE TABLE quarantine AS
-SELECT min(tenant) AS tenant, reason, raw, received, min(source) AS source, count(*) AS sent
+SELECT min(tenant) AS tenant, reason, raw, received, count(*) AS sent
 FROM calls WHERE reason IS NOT NULL GROUP BY raw, reason, received;
 DROP VIEW ok;
 DROP TABLE okid
@@ -713,8 +712,11 @@ def _partition(
 class _Q:
     """The report's SQL: a tenant filter and an ``as_of`` bound, as in the memory engine."""
 
-    def __init__(self, con: _duckdb.DuckDBPyConnection, tenant: str | None, bound: int) -> None:
+    def __init__(
+        self, con: _duckdb.DuckDBPyConnection, tenant: str | None, bound: int, names: list[str]
+    ) -> None:
         self.con = con
+        self.names = names  # the inputs' names, by index (calls.input)
         self.tenant = tenant
         self.bound = bound
 
@@ -946,7 +948,7 @@ def _people_engine(q: _Q, persons: Sequence[int]) -> Engine:
         f"""WITH names AS (SELECT i.tenant, i.identity FROM member m
             JOIN identities i ON i.id = m.identity WHERE m.root IN ({listed}))
         SELECT c.kind, c.tenant, c.identity, c.name, c.props, c.t, c.td, c.received, c.raw,
-            c.source FROM calls c WHERE c.reason IS NULL AND (c.tenant, c.identity) IN
+            c.input, c.line FROM calls c WHERE c.reason IS NULL AND (c.tenant, c.identity) IN
             (SELECT (tenant, identity) FROM names)
         ORDER BY c.input, c.line"""
     )
@@ -962,9 +964,9 @@ def _people_engine(q: _Q, persons: Sequence[int]) -> Engine:
                 td,
                 received,
                 raw or "",
-                source,
+                f"{q.names[index]}:{line}",  # the source, as the readers name it
             )
-            for kind, tenant, identity, name, props, t, td, received, raw, source in rows
+            for kind, tenant, identity, name, props, t, td, received, raw, index, line in rows
         ]
         engine.apply_batch(batch)
     return engine
@@ -1072,7 +1074,7 @@ def audit(
             if progress is not None:
                 how = "memory (SciPy)" if rounds is None else f"{rounds} rounds"
                 progress(f"people: components in {how}")
-            q = _Q(con, tenant, bound)
+            q = _Q(con, tenant, bound, [item.name for item in inputs])
             say = progress or (lambda _: None)
             sources = [(name, n) for name, n, *_ in read]
             return report(_QUERIES, q, tenant=tenant, as_of=as_of, read=sources, say=say)
