@@ -235,7 +235,7 @@ def _native_sql(blocked: Sequence[str], fmt: str = "url") -> str:
         WHEN kind <> 'a' AND len(pv) > 0 THEN {prop_reason}
         END"""
     if fmt in ("url", "km", "jsonl"):
-        lines = "CREATE OR REPLACE TEMP TABLE _lines AS SELECT line, text, "
+        lines = "CREATE OR REPLACE TEMP VIEW _lines AS SELECT line, text, "
         lines += "CAST(NULL AS VARCHAR) AS whole, $received AS received FROM _read "
         lines += "WHERE line > $lo AND line <= $hi"
     else:  # access: the request's target is the url line, the log's time its receive time
@@ -261,7 +261,7 @@ def _native_sql(blocked: Sequence[str], fmt: str = "url") -> str:
         if fmt == "jsonl":
             size += " + 2 * len(ks) + coalesce(6 * length($tenant) + 10, 0)"
         head = f"""CREATE OR REPLACE TEMP VIEW _a AS
-        SELECT line, text, whole, received, list_transform(
+        SELECT line, text, received, list_transform(
             regexp_extract_all(text, '{_KM_PAIR.replace("'", "''")}', 1),
             lambda x: substr(x, 2, length(x) - 2)) AS ks,
             list_transform(regexp_extract_all(text, '{_KM_PAIR.replace("'", "''")}', 2),
@@ -273,10 +273,10 @@ def _native_sql(blocked: Sequence[str], fmt: str = "url") -> str:
 """
     if fmt == "jsonl":  # the kind is the last part of "_path" ("e", "/e", "/t/e/")
         head += f"""CREATE OR REPLACE TEMP TABLE _b AS
-        SELECT line, text, whole, received, kind,
+        SELECT line, text, received, kind,
             list_filter(rk, lambda x: x <> '_path') AS ks,
             list_filter(rv, lambda x, i: rk[i] <> '_path') AS vs
-        FROM (SELECT line, text, whole, received, ks AS rk, vs AS rv,
+        FROM (SELECT line, text, received, ks AS rk, vs AS rv,
                 regexp_extract(rtrim(vs[list_position(ks, '_path')], '/'), '[^/]*$') AS kind
             FROM _a WHERE len(ks) <= {MAX_PROPERTIES} AND list_unique(ks) = len(ks)
                 AND {size} <= {MAX_CALL_LENGTH})
@@ -284,13 +284,13 @@ def _native_sql(blocked: Sequence[str], fmt: str = "url") -> str:
 """
     elif fmt == "km":
         head += f"""CREATE OR REPLACE TEMP TABLE _b AS
-        SELECT line, text, whole, received, kind,
+        SELECT line, text, received, kind,
             CASE WHEN kind = 'a' THEN list_transform(list_filter(rk, lambda x: x <> '_n'),
                 lambda x: CASE WHEN x = '_p2' THEN '_n' ELSE x END) ELSE rk END
             || CASE WHEN t_only THEN ['_d'] ELSE [] END AS ks,
             CASE WHEN kind = 'a' THEN list_filter(rv, lambda x, i: rk[i] <> '_n') ELSE rv END
             || CASE WHEN t_only THEN ['1'] ELSE [] END AS vs
-        FROM (SELECT line, text, whole, received, ks AS rk, vs AS rv,
+        FROM (SELECT line, text, received, ks AS rk, vs AS rv,
                 CASE WHEN list_contains(ks, '_p2') THEN 'a'
                 WHEN list_contains(ks, '_n') THEN 'e' ELSE 's' END AS kind,
                 list_contains(ks, '_t') AND NOT list_contains(ks, '_d') AS t_only
@@ -305,7 +305,7 @@ def _native_sql(blocked: Sequence[str], fmt: str = "url") -> str:
         # a list column costs more to store and scan than its parts: only scalars are kept,
         # and the key and value lists of the lines that have properties
         head = f"""CREATE OR REPLACE TEMP TABLE _f AS
-        SELECT line, text, whole, received, kind, lane,
+        SELECT line, CASE WHEN lane = 2 THEN text END AS text, received, kind, lane,
             CASE WHEN lane = 0 THEN l[pk + 1] END AS k, CASE WHEN lane = 0 THEN l[pp + 1] END AS p,
             CASE WHEN lane = 0 THEN l[pn + 1] END AS n,
             CASE WHEN lane = 0 THEN l[pt + 1] END AS tt,
@@ -316,7 +316,7 @@ def _native_sql(blocked: Sequence[str], fmt: str = "url") -> str:
                 THEN 2 WHEN len(l) = 2 * ({found}) AND (kind <> 's' OR pn IS NULL) THEN 0
                 ELSE 1 END AS lane
         FROM (SELECT *, {positions} FROM (
-            SELECT line, text, whole, received, substr(text, strpos(text, '?') - 1, 1) AS kind,
+            SELECT line, text, received, substr(text, strpos(text, '?') - 1, 1) AS kind,
                 CASE WHEN regexp_full_match(text, '{flat}') THEN string_split(replace(
                     CASE WHEN strpos(text, '%') > 0 OR strpos(text, '+') > 0
                     THEN url_decode(replace(substr(text, strpos(text, '?') + 1), '+', ' '))
@@ -324,7 +324,7 @@ def _native_sql(blocked: Sequence[str], fmt: str = "url") -> str:
             FROM _lines
             WHERE strpos(text, '_td=') = 0 AND strpos(text, '_prop%3A') = 0)));
     CREATE OR REPLACE TEMP VIEW _a AS
-        SELECT line, text, whole, received, kind,
+        SELECT line, text, received, kind,
             CASE WHEN strpos(text, '&&') > 0 OR strpos(text, '?&') > 0 OR ends_with(text, '&')
                 OR ends_with(text, '?')
             THEN list_filter(string_split(substr(text, strpos(text, '?') + 1), '&'),
@@ -334,16 +334,16 @@ def _native_sql(blocked: Sequence[str], fmt: str = "url") -> str:
         FROM _f
         WHERE lane = 2 AND regexp_full_match(text, '{_SIMPLE.replace("'", "''")}');
     CREATE OR REPLACE TEMP TABLE _b AS
-        SELECT line, text, whole, received, kind,
+        SELECT line, text, received, kind,
             CASE WHEN coded THEN list_transform(ps, lambda p: {_dec(key)})
                 ELSE list_transform(ps, lambda p: {key}) END AS ks,
             CASE WHEN coded THEN list_transform(ps, lambda p: {_dec(value)})
                 ELSE list_transform(ps, lambda p: {value}) END AS vs
         FROM _a WHERE len(ps) <= {MAX_PROPERTIES}
-        UNION ALL SELECT line, text, whole, received, kind, ks, vs FROM _f WHERE lane = 1;
+        UNION ALL SELECT line, NULL, received, kind, ks, vs FROM _f WHERE lane = 1;
 """
     # the calls whose keys and values are lists (a line of the fast lane has them at hand)
-    listed = f"""SELECT line, text, whole, received, kind,
+    listed = f"""SELECT line, received, kind,
             vs[list_position(ks, '_k')] AS k, vs[list_position(ks, '_p')] AS p,
             vs[list_position(ks, '_n')] AS n, vs[list_position(ks, '_t')] AS tt,
             vs[list_position(ks, '_d')] AS dd,
@@ -353,7 +353,7 @@ def _native_sql(blocked: Sequence[str], fmt: str = "url") -> str:
                 ELSE ['_k', '_p', '_t', '_d'] END, x[1])) END AS pv
         FROM _b WHERE list_unique(ks) = len(ks)"""
     if fmt in ("url", "access"):
-        listed = f"""SELECT line, text, whole, received, kind, k, p, n, tt, dd, {_NO_PAIRS} AS pv
+        listed = f"""SELECT line, received, kind, k, p, n, tt, dd, {_NO_PAIRS} AS pv
         FROM _f WHERE lane = 0
         UNION ALL {listed}"""
     return f"""
@@ -373,7 +373,7 @@ def _native_sql(blocked: Sequence[str], fmt: str = "url") -> str:
             WHEN reason IS NULL AND kind = 's' THEN NULL ELSE n END,
         CASE WHEN reason IS NULL AND dd = '1' THEN num ELSE received END,
         CASE WHEN reason IS NULL THEN coalesce(num, received) ELSE received END,
-        received, CASE WHEN reason IS NOT NULL THEN coalesce(whole, text) END,
+        received, NULL,
         reason,
         CASE WHEN reason IS NULL THEN props ELSE [] END,
         CASE WHEN reason IS NULL AND kind = 'e' THEN lower(replace(replace(n, ',', ' '), ':', ' '))
@@ -381,9 +381,12 @@ def _native_sql(blocked: Sequence[str], fmt: str = "url") -> str:
         CASE WHEN reason IS NULL AND kind = 'e' THEN CASE WHEN len(props) = 0 THEN '{{}}' ELSE
             '{{' || array_to_string(list_transform(props, lambda x: '"' || {_esc("x.n")} || '":"'
             || {_esc("x.v")} || '"'), ',') || '}}' END END
-    FROM (SELECT line, kind, k, p, n, dd, num, received, whole, text, props, {reason} AS reason
+    FROM (SELECT line, kind, k, p, n, dd, num, received, props, {reason} AS reason
         FROM (SELECT * REPLACE (coalesce(k, $tenant) AS k) FROM _d)
         WHERE len(props) <= 1 OR list_unique(list_transform(props, lambda x: x.k)) = len(props));
+    UPDATE calls SET raw = coalesce(l.whole, l.text) FROM _lines l
+        WHERE calls.input = $input AND calls.line > $lo AND calls.line <= $hi
+            AND calls.reason IS NOT NULL AND calls.line = l.line;
     INSERT INTO _hard SELECT line, coalesce(whole, text) FROM _lines
         WHERE line NOT IN (SELECT line FROM calls WHERE input = $input AND line > $lo
             AND line <= $hi);
@@ -392,7 +395,7 @@ def _native_sql(blocked: Sequence[str], fmt: str = "url") -> str:
     DROP TABLE _b;
     DROP VIEW _a;
     DROP TABLE IF EXISTS _f;
-    DROP TABLE _lines
+    DROP {"VIEW" if fmt in ("url", "km", "jsonl") else "TABLE"} _lines
     """
 
 
@@ -535,6 +538,10 @@ def read_calls(
                 params |= {"lo": lo, "hi": lo + _CHUNK}
                 for statement in script:
                     used = {k: v for k, v in params.items() if f"${k}" in statement}
+                    if "TEMP VIEW" in statement:  # a view cannot be prepared: inline its ints
+                        for k, v in used.items():
+                            statement = statement.replace(f"${k}", str(int(v)))
+                        used = {}
                     con.execute(statement, used)
                 if progress is not None and last > _CHUNK:
                     progress(f"{item.name}: {min(lo + _CHUNK, last):,} of {last:,} lines parsed")
