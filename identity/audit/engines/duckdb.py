@@ -147,13 +147,13 @@ def _may_be_junk(x: str, blocked: Sequence[str]) -> str:
     identity (or ``0``, ``-``), unless it is padded with spaces or quotes that the form drops.
     """
     pad = " \"'`"
-    firsts = "".join(sorted({b[0] for b in blocked if b} | set("0-" + pad)))
-    lasts = "".join(sorted({b[-1] for b in blocked if b} | set("0-" + pad)))
-    firsts, lasts = firsts.replace("'", "''"), lasts.replace("'", "''")
-    return (
-        f"({x} = '' OR (strpos('{firsts}', lower({x}[1])) > 0 "
-        f"AND strpos('{lasts}', lower({x}[-1])) > 0))"
-    )
+    firsts = {b[0] for b in blocked if b} | set("0-" + pad)
+    lasts = {b[-1] for b in blocked if b} | set("0-" + pad)
+
+    def codes(chars: set[str]) -> str:  # either case: the comparison form is lower case
+        return ", ".join(str(c) for c in sorted({ord(x) for c in chars for x in (c, c.upper())}))
+
+    return f"({x} = '' OR (ascii({x}) IN ({codes(firsts)}) AND ascii({x}[-1]) IN ({codes(lasts)})))"
 
 
 #: An access-log line the SQL path decides: common/combined log format, a plain timestamp
