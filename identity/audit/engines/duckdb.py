@@ -611,14 +611,16 @@ SELECT row_number() OVER () AS id, tenant, identity, first_seen, customer_since 
         UNION ALL SELECT tenant, name, t, NULL FROM ok WHERE kind = 'a'
     ) GROUP BY tenant, identity
 );
-CREATE OR REPLACE TEMP TABLE okid AS
-SELECT o.kind, o.t, o.td, o.nkey, o.name, o.props, o.shown, i.id AS iid, j.id AS jid
+CREATE OR REPLACE TABLE links AS
+SELECT least(i.id, j.id) AS a, greatest(i.id, j.id) AS b, min(o.t) AS t, count(*) AS sent
 FROM ok o
 JOIN identities i ON i.tenant = o.tenant AND i.identity = o.identity
-LEFT JOIN identities j ON o.kind = 'a' AND j.tenant = o.tenant AND j.identity = o.name;
-CREATE OR REPLACE TABLE links AS
-SELECT least(iid, jid) AS a, greatest(iid, jid) AS b, min(t) AS t, count(*) AS sent
-FROM okid WHERE kind = 'a' AND iid <> jid GROUP BY 1, 2;
+JOIN identities j ON j.tenant = o.tenant AND j.identity = o.name
+WHERE o.kind = 'a' AND o.identity <> o.name GROUP BY 1, 2;
+CREATE OR REPLACE TEMP TABLE okid AS
+SELECT o.kind, o.t, o.td, o.nkey, o.name, o.props, o.shown, i.id AS iid
+FROM ok o JOIN identities i ON i.tenant = o.tenant AND i.identity = o.identity
+WHERE o.kind <> 'a';
 CREATE OR REPLACE TABLE events AS
 SELECT iid AS identity, nkey AS name_key, td, m.n AS name, m.t AS t, m.p AS properties,
     count(*) AS sent
@@ -630,7 +632,7 @@ GROUP BY iid, nkey, td, pk, m;
 CREATE OR REPLACE TABLE properties AS
 SELECT iid AS identity, p.k AS name_key, p.v AS value, td, min(t) AS t,
     min({'t': t, 'n': p.n}).n AS name, count(*) AS sent
-FROM (SELECT iid, td, t, unnest(props) AS p FROM okid WHERE kind <> 'a')
+FROM (SELECT iid, td, t, unnest(props) AS p FROM okid)
 GROUP BY iid, p.k, p.v, td;
 CREATE OR REPLACE TABLE quarantine AS
 SELECT min(tenant) AS tenant, reason, raw, received, count(*) AS sent
