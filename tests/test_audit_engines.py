@@ -16,11 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bench import workloads
 from identity.audit.engines import memory
 from identity.audit.model import Audit
-from identity.calls import MAX_CALL_LENGTH
+from identity.calls import DEFAULT_RULES, MAX_CALL_LENGTH
 from identity.cli import ingest_inputs
 from identity.io.sources import Reader, expand
 
@@ -474,6 +476,28 @@ def test_native_reading_of_junk_identities_equals_the_reader(tmp_path: Path) -> 
     got = _duckdb_calls(path, native=True)
     assert got == _reader_calls(path)
     assert sum(row[-1] == "blocked_identity" for row in got) > 15
+
+
+_JUNK_PARTS = [" ", "  ", '"', "'", "`", "0", "-", "-0-", "a", "Z", "/", "[", "}"]
+
+
+@settings(max_examples=1000, deadline=None)
+@given(
+    st.lists(
+        st.sampled_from(
+            _JUNK_PARTS
+            + sorted(DEFAULT_RULES.blocked)
+            + [b.upper() for b in DEFAULT_RULES.blocked]
+            + [b.title() for b in DEFAULT_RULES.blocked]
+        ),
+        max_size=5,
+    ).map("".join)
+)
+def test_the_sql_block_list_test_equals_rules_is_blocked(identity: str) -> None:
+    """One regular expression in SQL decides printable-ASCII identities as is_blocked does."""
+    test = engine_duckdb._is_blocked_ascii("$x", sorted(DEFAULT_RULES.blocked))
+    ((got,),) = duckdb.execute(f"SELECT {test}", {"x": identity}).fetchall()
+    assert got is DEFAULT_RULES.is_blocked(identity)
 
 
 def test_native_reading_of_overlong_lines_equals_the_reader(tmp_path: Path) -> None:

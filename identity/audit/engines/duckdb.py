@@ -39,6 +39,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import re
 import tempfile
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
@@ -134,9 +135,17 @@ def _esc(x: str) -> str:
     return f"replace(replace({x}, '\\', '\\\\'), '\"', '\\\"')"
 
 
-def _junk_form(x: str) -> str:
-    """Return the block list's comparison form in SQL (ASCII: trim is Python's strip)."""
-    return f"trim(trim(trim(lower({x})), '\"''`'))"
+def _is_blocked_ascii(x: str, blocked: Sequence[str]) -> str:
+    """Return SQL telling whether printable-ASCII `x` is blocked, as ``Rules.is_blocked``.
+
+    Its comparison form (stripped of spaces, lower-cased, stripped of quotes, stripped of
+    spaces) is in `blocked` or all zeros and dashes exactly when `x` is spaces, quotes,
+    spaces, a listed identity (any case) or zeros and dashes, spaces, quotes, spaces: one
+    regular expression, behind a cheap test of the first and last characters.
+    """
+    listed = "|".join(re.escape(b) for b in sorted(blocked, key=lambda b: (-len(b), b)) if b)
+    pattern = f"""(?i) *["'`]* *(?:{listed}|[0-]*) *["'`]* *""".replace("'", "''")
+    return f"({_may_be_junk(x, blocked)} AND regexp_full_match({x}, '{pattern}'))"
 
 
 def _may_be_junk(x: str, blocked: Sequence[str]) -> str:
@@ -201,15 +210,6 @@ def _native_sql(blocked: Sequence[str], fmt: str = "url") -> str:
     written to ``_hard(line, text)``, for identity's own parser; access-log lines of files
     that are not tracking calls (``/logo.png``) are dropped, as the reader skips them.
     """
-    block = ", ".join("'" + b.replace("'", "''") + "'" for b in sorted(blocked))
-
-    def is_blocked(x: str) -> str:
-        form = _junk_form(x)
-        return (
-            f"({_may_be_junk(x, blocked)} AND ({form} IN ({block}) "
-            f"OR regexp_full_match({form}, '[0-]*')))"
-        )
-
     key = "CASE WHEN strpos(p, '=') > 0 THEN left(p, strpos(p, '=') - 1) ELSE p END"
     value = "CASE WHEN strpos(p, '=') > 0 THEN substr(p, strpos(p, '=') + 1) ELSE '' END"
     n = MAX_NAME_LENGTH
@@ -230,7 +230,8 @@ def _native_sql(blocked: Sequence[str], fmt: str = "url") -> str:
         WHEN kind = 'a' AND length(n) > {n} THEN 'alias_too_long'
         WHEN num > {MAX_TIME} THEN 'bad_timestamp'
         WHEN dd = '1' AND num IS NULL THEN 'bad_timestamp'
-        WHEN kind = 'a' AND n <> p AND ({is_blocked("p")} OR {is_blocked("n")})
+        WHEN kind = 'a' AND n <> p
+            AND ({_is_blocked_ascii("p", blocked)} OR {_is_blocked_ascii("n", blocked)})
             THEN 'blocked_identity'
         WHEN kind <> 'a' AND len(pv) > 0 THEN {prop_reason}
         END"""
@@ -561,9 +562,7 @@ def read_calls(
                     for call in (got,) if isinstance(got, Call) else got:
                         batch.append(_row(index, line, call))
                 if batch:
-                    con.executemany(
-                        "INSERT INTO calls VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", batch
-                    )
+                    con.executemany("INSERT INTO calls VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", batch)
             con.execute("DROP TABLE _hard")
         else:
             native_n = 0
@@ -577,9 +576,7 @@ def read_calls(
                         )
                         batch = []
                 if batch:
-                    con.executemany(
-                        "INSERT INTO calls VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", batch
-                    )
+                    con.executemany("INSERT INTO calls VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", batch)
         calls = _count(con, "calls") - before
         if key == "-" and reader.content is not None:
             key = f"<stdin {reader.content}>"  # as ingest remembers a whole small stdin
@@ -871,10 +868,8 @@ def _retries(q: _Q) -> tuple[int, tuple[Retry, ...]]:
 
 def _junk(q: _Q) -> tuple[int, tuple[Junk, ...]]:
     is_blocked = DEFAULT_RULES.is_blocked
-    block = ", ".join("'" + b.replace("'", "''") + "'" for b in sorted(DEFAULT_RULES.blocked))
-    form = _junk_form("i.identity")
-    may = _may_be_junk("i.identity", sorted(DEFAULT_RULES.blocked))
-    ascii_blocked = f"({may} AND ({form} IN ({block}) OR regexp_full_match({form}, '[0-]*')))"
+    # identities hold no control characters: an ASCII one is printable
+    ascii_blocked = _is_blocked_ascii("i.identity", sorted(DEFAULT_RULES.blocked))
     candidates = q.rows(
         f"SELECT i.id, i.tenant, i.identity, p.person FROM (SELECT * FROM identities i "
         f"WHERE {_IN} AND i.first_seen <= $bound AND (strlen(i.identity) <> length(i.identity) "
