@@ -541,7 +541,9 @@ def read_calls(
                     used = {k: v for k, v in params.items() if f"${k}" in statement}
                     if "TEMP VIEW" in statement:  # a view cannot be prepared: inline its ints
                         for k, v in used.items():
-                            statement = statement.replace(f"${k}", str(int(v)))
+                            if not isinstance(v, int):  # only lo, hi and received are used
+                                raise TypeError(f"${k} of a view is not an integer: {v!r}")
+                            statement = statement.replace(f"${k}", str(v))
                         used = {}
                     con.execute(statement, used)
                 if progress is not None and last > _CHUNK:
