@@ -90,6 +90,7 @@ HOSTILE = [
     "/e?_k=K&_p=x&_n=y&_prop%3A_n=5",
     "",
     "   ",
+    "\t\x0b \x0c",
     "/e?_k=K&_p=x&_n=y&" + "&".join(f"p{i}=1" for i in range(1001)),
     "/e?_k=K&_p=x&_n=y&" + "&".join(f"p{i}=1" for i in range(1000)),
     "/e?_k=K2&_p=x&_n=y&q=%7e%7E",

@@ -194,7 +194,8 @@ def _read_sql(path: str, *, gz: bool) -> str:
         columns = {{'text': 'VARCHAR'}}, header = false, delim = chr(1), quote = '',
         escape = '', auto_detect = false, strict_mode = false, max_line_size = {4 * MAX_LINE},
         compression = '{"gzip" if gz else "none"}');
-    DELETE FROM _read WHERE text IS NULL OR regexp_full_match(text, '[ \t\n\r\x0b\x0c]*')
+    DELETE FROM _read WHERE text IS NULL OR text = '' OR (ascii(text) IN (9, 10, 11, 12, 13, 32)
+        AND regexp_full_match(text, '[ \t\n\r\x0b\x0c]*'))
     """
 
 
@@ -436,11 +437,14 @@ def _plain_text(path: str) -> bool:
                 return False
             data = tail + chunk
             cut = data.rfind(b"\n") + 1
-            whole, tail = data[:cut], data[cut:]
-            try:
-                whole.decode("utf-8")
-            except UnicodeDecodeError:
-                return False
+            if data.isascii():  # the common case, checked without decoding
+                tail = data[cut:]
+            else:
+                whole, tail = data[:cut], data[cut:]
+                try:
+                    whole.decode("utf-8")
+                except UnicodeDecodeError:
+                    return False
             if len(tail) > MAX_LINE:
                 return False
 
@@ -852,20 +856,15 @@ def _risks(q: _Q) -> tuple[int, int, list[tuple[int, Split]]]:
 
 
 def _retries(q: _Q) -> tuple[int, tuple[Retry, ...]]:
-    (count,) = q.rows(
-        f"""SELECT count(*) FROM (SELECT e.td - lag(e.td) OVER (PARTITION BY e.identity,
-            e.name_key, e.properties ORDER BY e.td) AS gap FROM events e
-            JOIN identities i ON i.id = e.identity WHERE {_IN} AND e.t <= $bound)
-        WHERE gap <= {RETRY_WINDOW}"""
-    )[0]
     rows = q.rows(
-        f"""SELECT tenant, identity, name, previous, td FROM (SELECT i.tenant, i.identity,
-            e.name, e.td, lag(e.td) OVER (PARTITION BY e.identity, e.name_key, e.properties
-            ORDER BY e.td) AS previous FROM events e JOIN identities i ON i.id = e.identity
-            WHERE {_IN} AND e.t <= $bound)
+        f"""SELECT tenant, identity, name, previous, td, count(*) OVER () FROM (
+            SELECT i.tenant, i.identity, e.name, e.td, lag(e.td) OVER (PARTITION BY
+            e.identity, e.name_key, e.properties ORDER BY e.td) AS previous FROM events e
+            JOIN identities i ON i.id = e.identity WHERE {_IN} AND e.t <= $bound)
         WHERE td - previous <= {RETRY_WINDOW} ORDER BY tenant, identity, td LIMIT {EXAMPLES}"""
     )
-    return int(count), tuple(Retry(t, i, n, int(p), int(td)) for t, i, n, p, td in rows)
+    count = rows[0][5] if rows else 0  # every retry is counted before the examples are cut
+    return int(count), tuple(Retry(t, i, n, int(p), int(td)) for t, i, n, p, td, _ in rows)
 
 
 def _junk(q: _Q) -> tuple[int, tuple[Junk, ...]]:
@@ -908,10 +907,17 @@ def _scan(
     tables = [("event", "events", "x.identity"), ("property", "properties", "x.identity"),
               ("alias", "links", "x.a")]  # fmt: skip
     for kind, table, identity in tables:
-        for tenant, day, n, sent in q.rows(
-            f"SELECT i.tenant, x.t // {_DAY}, count(*), sum(x.sent) FROM {table} x "
-            f"JOIN identities i ON i.id = {identity} WHERE {_IN} AND x.t <= $bound GROUP BY 1, 2"
-        ):
+        if kind == "event" or q.tenant is not None:  # events are counted by tenant too
+            sql = (
+                f"SELECT i.tenant, x.t // {_DAY}, count(*), sum(x.sent) FROM {table} x JOIN "
+                f"identities i ON i.id = {identity} WHERE {_IN} AND x.t <= $bound GROUP BY 1, 2"
+            )
+        else:
+            sql = (
+                f"SELECT NULL, x.t // {_DAY}, count(*), sum(x.sent) FROM {table} x "
+                "WHERE x.t <= $bound GROUP BY 2"
+            )
+        for tenant, day, n, sent in q.rows(sql):
             stored[kind] += int(n)
             received[kind] += int(sent)
             days[int(day)][kind] += int(sent)
