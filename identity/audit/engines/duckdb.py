@@ -812,11 +812,10 @@ def _risks(q: _Q) -> tuple[int, int, list[tuple[int, Split]]]:
     if not bridges:
         return 0, hubs, []
     keep = np.flatnonzero(risky)
-    order = np.lexsort((-fewest[keep], -least[keep]))
-    cut = order[min(TOP, len(order)) - 1]
-    last = (least[keep][cut], fewest[keep][cut])
-    at_top = (least[keep] > last[0]) | ((least[keep] == last[0]) & (fewest[keep] >= last[1]))
-    chosen = keep[at_top]  # the TOP most even, and every one tied with the last of them
+    # (least, fewest) as one number, ordered as the pairs are; the TOP-th largest is the cut
+    key = least[keep].astype(np.int64) * (int(fewest.max()) + 1) + fewest[keep]
+    cut = len(key) - min(TOP, len(key))
+    chosen = keep[key >= np.partition(key, cut)[cut]]  # the TOP most even, and their ties
     links = split.links[chosen]
     q.con.register(
         "_candidates",
