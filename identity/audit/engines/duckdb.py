@@ -275,7 +275,7 @@ def _native_sql(blocked: Sequence[str], fmt: str = "url") -> str:
 """
     if fmt == "jsonl":  # the kind is the last part of "_path" ("e", "/e", "/t/e/")
         head += f"""CREATE OR REPLACE TEMP TABLE _b AS
-        SELECT line, text, received, kind,
+        SELECT line, received, kind,
             list_filter(rk, lambda x: x <> '_path') AS ks,
             list_filter(rv, lambda x, i: rk[i] <> '_path') AS vs
         FROM (SELECT line, text, received, ks AS rk, vs AS rv,
@@ -286,7 +286,7 @@ def _native_sql(blocked: Sequence[str], fmt: str = "url") -> str:
 """
     elif fmt == "km":
         head += f"""CREATE OR REPLACE TEMP TABLE _b AS
-        SELECT line, text, received, kind,
+        SELECT line, received, kind,
             CASE WHEN kind = 'a' THEN list_transform(list_filter(rk, lambda x: x <> '_n'),
                 lambda x: CASE WHEN x = '_p2' THEN '_n' ELSE x END) ELSE rk END
             || CASE WHEN t_only THEN ['_d'] ELSE [] END AS ks,
@@ -336,13 +336,13 @@ def _native_sql(blocked: Sequence[str], fmt: str = "url") -> str:
         FROM _f
         WHERE lane = 2 AND regexp_full_match(text, '{_SIMPLE.replace("'", "''")}');
     CREATE OR REPLACE TEMP TABLE _b AS
-        SELECT line, text, received, kind,
+        SELECT line, received, kind,
             CASE WHEN coded THEN list_transform(ps, lambda p: {_dec(key)})
                 ELSE list_transform(ps, lambda p: {key}) END AS ks,
             CASE WHEN coded THEN list_transform(ps, lambda p: {_dec(value)})
                 ELSE list_transform(ps, lambda p: {value}) END AS vs
         FROM _a WHERE len(ps) <= {MAX_PROPERTIES}
-        UNION ALL SELECT line, NULL, received, kind, ks, vs FROM _f WHERE lane = 1;
+        UNION ALL SELECT line, received, kind, ks, vs FROM _f WHERE lane = 1;
 """
     # the calls whose keys and values are lists (a line of the fast lane has them at hand)
     listed = f"""SELECT line, received, kind,
