@@ -16,10 +16,11 @@ in the same process, each in a child process for its peak memory (``ru_maxrss``)
 Times are wall-clock medians of ``--repeat`` runs; the machine is shared, so compare ratios.
 
 Measured on the 2-core, 24 GiB machine (shared; its speed varies by half from hour to hour,
-so compare ratios within a run), chains of 500, 2026-12-02: see the README's "Scaling out"
-table. At 1M links networkx took 3.41 s and the DuckDB audit 4.78 s (1.40x, median of 3);
-at 10M, 68.1 s and 64.1 s (0.94x, ``--memory-limit 4GB``); Spark (``local[2]``, 8 GB
-driver) 110 s at 1M and 729 s at 10M.
+so compare ratios within a run), chains of 500, 2026-12-03: see the README's "Scaling out"
+table. At 1M links networkx took 4.81 s and the DuckDB audit 4.08 s (0.85x, median of 3;
+6.99 s, 1.55x, under ``--memory-limit 256MB``); at 10M, 63.4 s and 53.5 s (0.84x,
+``--memory-limit 4GB``); Spark (``local[2]``, 8 GB driver, 2026-12-02) 110 s at 1M and
+729 s at 10M.
 """
 
 from __future__ import annotations
