@@ -411,7 +411,7 @@ def _connect(memory_limit: str | None, spill_dir: str | None) -> _duckdb.DuckDBP
             f"the duckdb engine needs duckdb, numpy and scipy ({exc}): "
             "pip install 'identity[duckdb]'"
         ) from None
-    config: dict[str, Any] = {"preserve_insertion_order": True}
+    config: dict[str, Any] = {"preserve_insertion_order": False}
     if memory_limit:
         config["memory_limit"] = memory_limit
     if spill_dir:
@@ -457,12 +457,17 @@ def _read_lines(con: _duckdb.DuckDBPyConnection, path: str) -> bool:
     """
     import duckdb
 
+    # the lines are numbered in the file's order; past that every row carries its number,
+    # and the stages need not keep their rows' order (which costs a parallel insert)
+    con.execute("SET preserve_insertion_order = true")
     try:
         for statement in _split(_read_sql(path, gz=_is_gzip(path))):
             con.execute(statement)
     except duckdb.InvalidInputException:
         con.execute("DROP TABLE IF EXISTS _read")
         return False
+    finally:
+        con.execute("SET preserve_insertion_order = false")
     (longest,) = con.execute("SELECT coalesce(max(strlen(text)), 0) FROM _read").fetchone() or (0,)
     if longest > MAX_LINE:
         con.execute("DROP TABLE _read")
