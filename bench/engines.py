@@ -13,7 +13,8 @@ in the same process, each in a child process for its peak memory (``ru_maxrss``)
 * ``memory-audit``: the in-memory engine's audit of the file (ingest into SQLite, then audit);
 * ``spark-components`` and ``spark-audit`` (the whole audit, local[2]), when asked for.
 
-Times are wall-clock medians of ``--repeat`` runs; the machine is shared, so compare ratios.
+Times are wall-clock medians of ``--repeat`` rounds, the subjects taking turns in each round;
+the machine is shared, so compare ratios (each round's too, printed at the end).
 
 Measured on the 2-core, 24 GiB machine (shared; its speed varies by half from hour to hour,
 so compare ratios within a run), chains of 500, 2026-12-03: see the README's "Scaling out"
@@ -287,11 +288,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"{time.perf_counter() - start:.1f}s",
                 file=sys.stderr,
             )
-        medians: dict[str, float] = {}
-        for name in args.subjects.split(","):
-            runs = [measure(name, path, args.memory_limit) for _ in range(args.repeat)]
-            medians[name] = statistics.median(r["seconds"] for r in runs)
-            best = runs[0] | {
+        # the subjects take turns, round by round: the machine's speed drifts over minutes,
+        # and each round's ratio compares runs made side by side
+        names = args.subjects.split(",")
+        runs: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
+        for _ in range(args.repeat):
+            for name in names:
+                runs[name].append(measure(name, path, args.memory_limit))
+        medians = {name: statistics.median(r["seconds"] for r in runs[name]) for name in names}
+        for name in names:
+            best = runs[name][0] | {
                 "subject": name,
                 "links": links,
                 "chain": args.chain,
@@ -300,9 +306,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             }
             print(json.dumps(best), flush=True)
         if "networkx" in medians:
-            for name, seconds in medians.items():
+            for name in names:
+                pairs = zip(runs[name], runs["networkx"], strict=True)
+                ratios = [r["seconds"] / n["seconds"] for r, n in pairs]
                 print(
-                    f"# {name}: {seconds:.2f}s = {seconds / medians['networkx']:.2f}x networkx",
+                    f"# {name}: {medians[name]:.2f}s = {medians[name] / medians['networkx']:.2f}x"
+                    f" networkx (round by round: {', '.join(f'{x:.2f}x' for x in ratios)};"
+                    f" median {statistics.median(ratios):.2f}x)",
                     file=sys.stderr,
                 )
     return 0
