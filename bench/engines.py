@@ -18,10 +18,11 @@ the machine is shared, so compare ratios (each round's too, printed at the end).
 
 Measured on the 2-core, 24 GiB machine (shared; its speed varies by half from hour to hour,
 so compare ratios within a run), chains of 500, 2026-12-03: see the README's "Scaling out"
-table. At 1M links networkx took 4.81 s and the DuckDB audit 4.08 s (0.85x, median of 3;
-6.99 s, 1.55x, under ``--memory-limit 256MB``); at 10M, 63.4 s and 53.5 s (0.84x,
-``--memory-limit 4GB``); Spark (``local[2]``, 8 GB driver, 2026-12-02) 110 s at 1M and
-729 s at 10M.
+table. At 1M links networkx took 4.51 s and the DuckDB audit 4.26 s (0.94x, median of 5
+rounds; 0.88x to 1.06x round by round; 7.41 s, 1.67x, under ``--memory-limit 256MB``); at
+10M, 63.4 s and 53.5 s (0.84x, ``--memory-limit 4GB``); at 100M the DuckDB audit 1,361 s
+(``--memory-limit 8GB``, 19.1 GiB peak); Spark (``local[2]``, 8 GB driver, 2026-12-02)
+110 s at 1M and 729 s at 10M.
 """
 
 from __future__ import annotations
