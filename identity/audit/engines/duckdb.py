@@ -458,7 +458,9 @@ def _read_lines(con: _duckdb.DuckDBPyConnection, path: str) -> bool:
     import duckdb
 
     # the lines are numbered in the file's order; past that every row carries its number,
-    # and the stages need not keep their rows' order (which costs a parallel insert)
+    # and the stages need not keep their rows' order (the audit's connection does not:
+    # keeping it costs a parallel insert)
+    ((kept,),) = con.execute("SELECT current_setting('preserve_insertion_order')").fetchall()
     con.execute("SET preserve_insertion_order = true")
     try:
         for statement in _split(_read_sql(path, gz=_is_gzip(path))):
@@ -467,7 +469,7 @@ def _read_lines(con: _duckdb.DuckDBPyConnection, path: str) -> bool:
         con.execute("DROP TABLE IF EXISTS _read")
         return False
     finally:
-        con.execute("SET preserve_insertion_order = false")
+        con.execute(f"SET preserve_insertion_order = {'true' if kept else 'false'}")
     (longest,) = con.execute("SELECT coalesce(max(strlen(text)), 0) FROM _read").fetchone() or (0,)
     if longest > MAX_LINE:
         con.execute("DROP TABLE _read")
