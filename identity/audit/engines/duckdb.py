@@ -633,12 +633,10 @@ FROM ok o JOIN identities i ON i.tenant = o.tenant AND i.identity = o.identity
 WHERE o.kind <> 'a';
 CREATE OR REPLACE TABLE events AS
 SELECT iid AS identity, nkey AS name_key, td, m.n AS name, m.t AS t, m.p AS properties,
-    count(*) AS sent
-FROM (SELECT iid, nkey, td, list_transform(props, lambda x: [x.k, x.v]) AS pk,
-        min({'t': t, 'n': name, 'p': shown}) OVER w AS m
-      FROM okid WHERE kind = 'e' WINDOW w AS (PARTITION BY iid, nkey, td,
-        list_transform(props, lambda x: [x.k, x.v])))
-GROUP BY iid, nkey, td, pk, m;
+    sent
+FROM (SELECT iid, nkey, td, min({'t': t, 'n': name, 'p': shown}) AS m, count(*) AS sent
+      FROM okid WHERE kind = 'e'
+      GROUP BY iid, nkey, td, list_transform(props, lambda x: [x.k, x.v]));
 CREATE OR REPLACE TABLE properties AS
 SELECT iid AS identity, p.k AS name_key, p.v AS value, td, min(t) AS t,
     min({'t': t, 'n': p.n}).n AS name, count(*) AS sent
