@@ -5,7 +5,7 @@ person ids are the smallest member, a duplicate keeps the smallest ``(t, name, .
 is counted, the partition is the connected components of the links. Work is aggregated
 in Python first (one row per identity, link, event and property record of the batch) and
 written with ``executemany``; a merge relabels the smaller person only (the write path's
-union-find is :class:`identity.core.UnionFind`, over persons weighted by their sizes).
+union-find is `_union_by_weight`, over persons weighted by their sizes).
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from operator import itemgetter
 from typing import Any, NamedTuple
 
 from .calls import Call
-from .core import UnionFind
 from .records import Summary
 from .store import PersonRow, QuarantineRow, Store
 
@@ -248,26 +247,20 @@ def _resolve(store: Store, accepted: list[Call], cache: IdentityCache, next_id: 
     created_ids: dict[str, dict[str, int]] = {}
     stored_times: dict[int, tuple[int, int]] = {}
     for tenant, names in seen.items():
-        lookup = cache.ids.get(tenant, {}).get
-        resolved: dict[str, int] = {}
-        missing: list[str] = []
-        for name in names:
-            row_id = lookup(name)
-            if row_id is None:
-                missing.append(name)
-            else:
-                resolved[name] = row_id
-        if missing:
+        known = cache.ids.get(tenant)
+        # dictionary work at C speed: comprehensions, and new row ids handed out by zip
+        resolved = {name: known[name] for name in names if name in known} if known else {}
+        if len(resolved) < len(names):
+            missing = [name for name in names if name not in resolved]
             found = {} if complete else store.find_ids(tenant, missing)
-            created = created_ids.setdefault(tenant, {})
-            for name in missing:
-                if name in found:
-                    row_id, first_seen, since = found[name]
-                    resolved[name] = row_id
-                    stored_times[row_id] = (first_seen, _NEVER if since is None else since)
-                else:
-                    resolved[name] = created[name] = next_id
-                    next_id += 1
+            for name, (row_id, first_seen, since) in found.items():
+                resolved[name] = row_id
+                stored_times[row_id] = (first_seen, _NEVER if since is None else since)
+            new = [name for name in missing if name not in found] if found else missing
+            created = dict(zip(new, range(next_id, next_id + len(new)), strict=True))
+            next_id += len(new)
+            resolved.update(created)
+            created_ids[tenant] = created
         ids[tenant] = resolved
     return _Resolved(seen, ids, created_ids, stored_times, first_new)
 
@@ -277,8 +270,8 @@ def _merge(
 ) -> tuple[dict[int, int], int]:
     """Step 2: write the batch's alias links and the merges they make.
 
-    The persons of the links' endpoints go into a :class:`~identity.core.UnionFind`,
-    weighted by their stored sizes, so that union by size picks the larger person of each
+    The persons of the links' endpoints are merged by `_union_by_weight`, weighted by
+    their stored sizes, so that union by size picks the larger person of each
     merge as the survivor: only the absorbed side is relabelled. Returns the person of
     every endpoint identity created by the batch, and the number of links sent.
     """
@@ -308,47 +301,83 @@ def _merge(
             if (call.t, call.source) < (link[2], link[4]):
                 link[2] = call.t
                 link[4] = call.source
-    # persons of the link endpoints; a new identity starts as its own person
+    # persons of the link endpoints, weighted by their sizes; a new identity starts as a
+    # person of its own
     endpoints = {x for pair in links for x in pair}
     first_new = resolved.first_new
     person_of: dict[int, int] = {}
     display: dict[int, str] = {}
     tenant_of: dict[int, str] = {}
-    persons: UnionFind[int] = UnionFind()
+    weight: dict[int, int] = {}
     existing = sorted(x for x in endpoints if x < first_new)
     for row_id, (person, size, shown, tenant) in store.persons_of(existing).items():
         person_of[row_id] = person
         if person not in display:
-            persons.add(person, weight=size)
+            weight[person] = size
             display[person] = shown
             tenant_of[person] = tenant
     for tenant, created in resolved.created.items():
         for name, row_id in created.items():
             if row_id in endpoints:
                 person_of[row_id] = row_id
-                persons.add(row_id)
+                weight[row_id] = 1
                 display[row_id] = name
                 tenant_of[row_id] = tenant
-    persons.union_pairs([(person_of[x], person_of[y]) for x, y in links])
-    absorbed = [p for p in display if persons.find(p) != p]
-    summary.merges = len(absorbed)
+    root_of = _union_by_weight([(person_of[x], person_of[y]) for x, y in links], weight)
+    summary.merges = len(root_of)
     roots: dict[int, str] = {}  # each person that absorbed others: its display id
-    for person in absorbed:
-        root = persons.find(person)
-        shown = min(display[person], roots.get(root, display[root]))
-        roots[root] = shown
+    for person, root in root_of.items():
+        shown = display[person]
+        kept = roots.get(root, display[root])
+        roots[root] = shown if shown < kept else kept
     # write persons: only the absorbed side of a merge is relabelled
     # every write goes in key order: B-tree pages are visited left to right, each once
-    moves = sorted(((persons.find(p), p) for p in absorbed if p < first_new), key=_second)
+    moves = sorted(((root, p) for p, root in root_of.items() if p < first_new), key=_second)
     if moves:
         store.relabel(moves)
         store.delete_persons((p,) for _, p in moves)
     store.upsert_persons(
-        PersonRow(root, tenant_of[root], roots[root], persons.size(root)) for root in sorted(roots)
+        PersonRow(root, tenant_of[root], roots[root], weight[root]) for root in sorted(roots)
     )
     store.upsert_links([links[pair] for pair in sorted(links)])
-    new_endpoints = {row_id: persons.find(row_id) for row_id in endpoints if row_id >= first_new}
+    get_root = root_of.get
+    new_endpoints = {x: get_root(x, x) for x in endpoints if x >= first_new}
     return new_endpoints, n_links
+
+
+def _union_by_weight(pairs: list[tuple[int, int]], weight: dict[int, int]) -> dict[int, int]:
+    """Merge the persons of every pair, union by weight; return ``{absorbed: survivor}``.
+
+    `weight` holds every person's size and is updated for the survivors. Of two persons
+    the heavier survives (the first of the pair on a tie), so that a merge relabels the
+    smaller side only. The same partition as :class:`~identity.core.UnionFind` with
+    ``add(weight=)``, over plain integers without its per-call overhead.
+
+    Examples
+    --------
+    >>> weight = {1: 1, 2: 5, 3: 1, 4: 1}
+    >>> _union_by_weight([(1, 2), (3, 1), (4, 4)], weight), weight[2]
+    ({1: 2, 3: 2}, 7)
+    """
+    parent: dict[int, int] = {}
+    up = parent.get
+    for a, b in pairs:
+        while (p := up(a)) is not None:
+            a = p
+        while (p := up(b)) is not None:
+            b = p
+        if a == b:
+            continue
+        wa, wb = weight[a], weight[b]
+        if wa < wb:
+            a, b = b, a
+        parent[b] = a
+        weight[a] = wa + wb
+    for x, r in parent.items():  # every absorbed person straight to its survivor
+        while (p := up(r)) is not None:
+            r = p
+        parent[x] = r
+    return parent
 
 
 def _write_identities(
@@ -365,8 +394,10 @@ def _write_identities(
     for tenant, names in resolved.seen.items():
         created = resolved.created.get(tenant, {})
         tenant_ids = resolved.ids[tenant]
-        for name, (first_t, since) in names.items():
-            if name not in created:
+        if len(created) < len(names):  # stored identities: lower their times if need be
+            for name, (first_t, since) in names.items():
+                if name in created:
+                    continue
                 row_id = tenant_ids[name]
                 old = stored_times.get(row_id)
                 if old is None:
@@ -377,15 +408,17 @@ def _write_identities(
                     times[row_id] = (first_t, since)
                 elif row_id in stored_times:
                     times[row_id] = old
-                continue
-            customer_t = None if since == _NEVER else since
-            new_id = created[name]
+        get_person = person_of.get
+        for name, new_id in created.items():
+            first_t, since = names[name]
             times[new_id] = (first_t, since)
-            person = person_of.get(new_id)
+            person = get_person(new_id)
             if person is None:  # in no link: a person of its own
                 person = new_id
                 person_rows.append((new_id, tenant, name, 1))
-            identity_rows.append((new_id, tenant, name, person, first_t, customer_t))
+            identity_rows.append(
+                (new_id, tenant, name, person, first_t, None if since == _NEVER else since)
+            )
     person_rows.sort()
     identity_rows.sort()
     store.upsert_persons(person_rows)
@@ -410,6 +443,8 @@ def _write_events(
     records: dict[tuple[int, bytes], list[Any]] = {}
     n_events = n_records = 0
     blake2b = _blake2b
+    # an event's properties as shown and as keyed: property sets repeat across calls
+    texts: dict[tuple[tuple[str, str, str], ...], tuple[str, str]] = {}
     last_tenant: object = _NO_TENANT  # no call seen yet (None is a tenant of a call)
     tenant_ids: dict[str, int] = {}
     for call in accepted:
@@ -423,14 +458,18 @@ def _write_events(
         t, td, properties = call.t, call.td, call.properties
         if kind == "e":
             n_events += 1
-            shown = _properties_json(properties)
             name = call.name or ""
             name_key = name.casefold()
-            if loose or not properties:
+            if not properties:
+                shown = "{}"
                 text = f"{name_key}\x00{td}"
             else:
-                values = "\x00".join([f"{k}\x01{v}" for k, _, v in properties])
-                text = f"{name_key}\x00{td}\x00{values}"
+                known = texts.get(properties)
+                if known is None:
+                    values = "\x00".join([f"{k}\x01{v}" for k, _, v in properties])
+                    known = texts[properties] = (_properties_json(properties), values)
+                shown, values = known
+                text = f"{name_key}\x00{td}" if loose else f"{name_key}\x00{td}\x00{values}"
             digest = blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
             key = (row_id, digest)
             event = events.get(key)

@@ -214,7 +214,8 @@ class Rules:
         folded = _junk_form(identity)
         if folded in self.blocked or (self._zeros and not folded.strip("0-")):
             return True
-        return any(p.fullmatch(folded) for p in self._compiled)
+        compiled = self._compiled
+        return bool(compiled) and any(p.fullmatch(folded) for p in compiled)
 
     def with_blocked(
         self,
@@ -586,19 +587,9 @@ def from_params(
             props.pop(folded, None)
             props[folded] = (folded, shown, value)
         properties = tuple(sorted(props.values()))
+    # positional: a third cheaper than by keyword, and this runs for every accepted call
     return Call(
-        kind=kind,
-        tenant=values["_k"],
-        identity=identity,
-        name=name,
-        properties=properties,
-        t=t,
-        td=td,
-        received=received,
-        raw=raw,
-        source=source,
-        reason=None,
-        params=params,
+        kind, values["_k"], identity, name, properties, t, td, received, raw, source, None, params
     )
 
 
@@ -665,9 +656,41 @@ def _kind_of_path(path: str) -> str:
     return stripped.rsplit("/", 1)[-1] if stripped else ""
 
 
+#: ``%XX`` of every ASCII character, upper and lower case: what `_unquote_ascii` decodes.
+_ASCII_ESCAPES = {
+    **{f"{code:02X}": chr(code) for code in range(128)},
+    **{f"{code:02x}": chr(code) for code in range(128)},
+}
+
+
+def _unquote_ascii(text: str) -> str | None:
+    """Decode `text` whose every ``%`` starts an escaped ASCII character; else None.
+
+    The same result as :func:`urllib.parse.unquote` for those texts, at a fraction of its
+    cost (one look-up per escape): most escapes in tracking calls are ``%40``, ``%2F``...
+
+    Examples
+    --------
+    >>> _unquote_ascii("bob%40example.com"), _unquote_ascii("caf%C3%A9"), _unquote_ascii("5%")
+    ('bob@example.com', None, None)
+    """
+    first, *rest = text.split("%")
+    decoded = [first]
+    escapes = _ASCII_ESCAPES
+    for part in rest:
+        char = escapes.get(part[:2])
+        if char is None:  # a UTF-8 byte, or a "%" that escapes nothing: unquote's rules
+            return None
+        decoded.append(char)
+        decoded.append(part[2:])
+    return "".join(decoded)
+
+
 @lru_cache(maxsize=1 << 16)
 def _unquote_escaped(text: str) -> str:
-    return unquote(text.replace("+", " "), errors="strict")
+    text = text.replace("+", " ")
+    decoded = _unquote_ascii(text)
+    return unquote(text, errors="strict") if decoded is None else decoded
 
 
 def _unquote(text: str) -> str:
@@ -687,11 +710,19 @@ def _decode(
 ) -> list[tuple[str, str]] | Call:
     """Decode a query string like ``parse_qsl(keep_blank_values=True)``, strictly UTF-8."""
     try:
-        pairs = []
+        pairs: list[tuple[str, str]] = []
+        append = pairs.append
         for part in query.split("&"):
             if part:
                 key, _, value = part.partition("=")
-                pairs.append((_unquote(key), _unquote(value)))
+                # inlined `_unquote`: most keys and many values are plain
+                if "%" in key or "+" in key:
+                    key = _unquote(key)
+                if "%" in value:
+                    value = _unquote_escaped(value)
+                elif "+" in value:
+                    value = value.replace("+", " ")
+                append((key, value))
         return pairs
     except UnicodeDecodeError:
         return _unparsed(kind, received, raw, source, "bad_encoding", tenant)

@@ -23,7 +23,7 @@ import click
 
 from .audit.command import audit
 from .calls import MAX_TIME, MIN_TIME
-from .engine import Engine
+from .engine import DEFAULT_BATCH_SIZE, Engine
 from .errors import IdentityError
 from .io import export as exporting
 from .io import sources
@@ -214,7 +214,9 @@ def _progress(job: Ingest, quiet: bool) -> Iterator[Callable[[Ingest], None] | N
     default=None,
     help="Receive time (UTC s) of calls without one [default: the file's mtime; now for -].",
 )
-@click.option("--batch-size", type=click.IntRange(min=1), default=10_000, show_default=True)
+@click.option(
+    "--batch-size", type=click.IntRange(min=1), default=DEFAULT_BATCH_SIZE, show_default=True
+)
 @click.option(
     "--cache-size",
     default=None,
@@ -272,7 +274,7 @@ def ingest_inputs(
     tenant: str | None = None,
     received: int | None = None,
     force: bool = False,
-    batch_size: int = 10_000,
+    batch_size: int = DEFAULT_BATCH_SIZE,
     quiet: bool = False,
     as_json: bool = False,
     err: bool = False,

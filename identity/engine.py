@@ -42,7 +42,7 @@ from .errors import ConfigurationError, InconsistentStoreError, StoreError, Unkn
 from .records import Event, Outcome, Person, PropertyRecord, Quarantined, Summary
 from .store import Store
 
-__all__ = ["DEDUPE_MODES", "DedupeMode", "Engine"]
+__all__ = ["DEDUPE_MODES", "DEFAULT_BATCH_SIZE", "DedupeMode", "Engine"]
 
 #: ``exact``: a duplicate event has the same properties too (KM's current rule);
 #: ``loose``: property values are ignored (KM's older rule).
@@ -57,6 +57,11 @@ _log = logging.getLogger("identity.engine")
 #: the store defers its read indexes until the load is over (:meth:`Store.defer_indexes`).
 #: Smaller batches (the beacon's, one call at a time) keep every index from the start.
 BULK_FROM = 1000
+#: Calls per transaction of a bulk ingest (:meth:`Engine.ingest`, ``identity ingest``): each
+#: commit writes every page its batch touched, so bigger batches write the randomly touched
+#: index pages fewer times (1M calls: a fifth less CPU than 10,000, and a third of the
+#: system time), for memory that grows with the batch, not with the calls.
+DEFAULT_BATCH_SIZE = 100_000
 
 
 def _props(values: Mapping[str, Any] | None) -> list[tuple[str, str]]:
@@ -255,7 +260,7 @@ class Engine:
         self,
         calls: Iterable[CallLike],
         *,
-        batch_size: int = 10_000,
+        batch_size: int = DEFAULT_BATCH_SIZE,
         received: int | None = None,
         source: str = "",
     ) -> Summary:

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from identity.calls import (
     DEFAULT_RULES,
@@ -194,3 +196,38 @@ def test_lone_surrogates_are_bad_encoding_not_a_crash() -> None:
     engine = Engine(durable=False)
     summary = engine.ingest([km, mapped, {"_path": "e", "_k": "K", "_p": "\udcff", "_n": "x"}])
     assert summary.quarantined == {"bad_encoding": 3}
+
+
+# --- the decoder's ASCII fast path equals urllib's unquote ------------------------------------
+
+_ESCAPE_PIECES = st.sampled_from(
+    ["%40", "%2F", "%2f", "%2B", "%20", "%25", "%7E", "%7f", "%00", "%C3%A9", "%E2%82%AC", "%C3",
+     "%A9", "%ff", "%", "%4", "%zz", "%G0", "+", "=", "a", "Z", "é", "€", "\udcff", " "]
+)  # fmt: skip
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.lists(st.one_of(_ESCAPE_PIECES, st.text(max_size=3)), max_size=12).map("".join))
+def test_unquote_fast_path_equals_unquote(text: str) -> None:
+    """`_unquote_escaped` (and its ASCII shortcut) decodes as ``unquote``, errors included."""
+    from urllib.parse import unquote
+
+    from identity.calls import _unquote_ascii, _unquote_escaped
+
+    plus = text.replace("+", " ")
+    try:
+        expected: str | type[Exception] = unquote(plus, errors="strict")
+    except UnicodeDecodeError:
+        expected = UnicodeDecodeError
+    try:
+        got: str | type[Exception] = _unquote_escaped(text)
+    except UnicodeDecodeError:
+        got = UnicodeDecodeError
+    assert got == expected
+    fast = _unquote_ascii(plus)
+    assert fast is None or fast == expected
+    if all(part[:2] in _HEX_ASCII for part in plus.split("%")[1:]):
+        assert fast == expected  # the shortcut takes every text of ASCII escapes
+
+
+_HEX_ASCII = {f"{c:02X}" for c in range(128)} | {f"{c:02x}" for c in range(128)}

@@ -41,7 +41,7 @@ from collections.abc import Callable
 from itertools import islice
 from typing import Literal, get_args
 
-from ..engine import Engine
+from ..engine import DEFAULT_BATCH_SIZE, Engine
 from ..errors import ConfigurationError
 from ..records import Summary
 from ..store import Store
@@ -159,7 +159,7 @@ class Ingest:
 
     def run(
         self,
-        batch_size: int = 10_000,
+        batch_size: int = DEFAULT_BATCH_SIZE,
         on_batch: Callable[[Ingest], None] | None = None,
     ) -> Summary:
         """Read the input to its end, one transaction per batch, recording the position.
