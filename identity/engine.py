@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from itertools import islice
 from typing import Any, Literal, get_args
 
-from .batch import BatchState, IdentityCache, apply_batch
+from .batch import BatchState, IdentityCache, apply_batch, collector_paused
 from .calls import (
     DEFAULT_RULES,
     MAX_TIME,
@@ -295,13 +295,15 @@ class Engine:
         total = Summary()
         iterator = iter(calls)
         while True:
-            batch = [
-                self.parse(item, received=received, source=source)
-                for item in islice(iterator, batch_size)
-            ]
-            if not batch:
-                return total
-            total.add(self.apply_batch(batch))
+            with collector_paused():  # a batch makes no garbage cycles: nothing to scan
+                batch = [
+                    self.parse(item, received=received, source=source)
+                    for item in islice(iterator, batch_size)
+                ]
+                if not batch:
+                    return total
+                total.add(self.apply_batch(batch))
+                del batch
 
     def apply_batch(
         self, batch: list[Call], *, after: Callable[[Store], None] | None = None
@@ -331,7 +333,8 @@ class Engine:
         2
         """
         try:
-            return self._apply_batch(batch, after)
+            with collector_paused():
+                return self._apply_batch(batch, after)
         except StoreError:
             raise
         except Exception:  # a value that validation let through and the store refused

@@ -41,6 +41,7 @@ from collections.abc import Callable
 from itertools import islice
 from typing import Literal, get_args
 
+from ..batch import collector_paused
 from ..engine import DEFAULT_BATCH_SIZE, Engine
 from ..errors import ConfigurationError
 from ..records import Summary
@@ -185,15 +186,17 @@ class Ingest:
         calls = iter(reader)
         total = self.committed
         while True:
-            batch = list(islice(calls, batch_size))
-            finished = len(batch) < batch_size
-            total += len(batch)
-            record = self._recorder(reader.position, total, finished)
-            if batch:
-                self.summary.add(engine.apply_batch(batch, after=record))
-            elif record is not None:
-                with engine.store.transaction():
-                    record(engine.store)
+            with collector_paused():  # a batch makes no garbage cycles: nothing to scan
+                batch = list(islice(calls, batch_size))
+                finished = len(batch) < batch_size
+                total += len(batch)
+                record = self._recorder(reader.position, total, finished)
+                if batch:
+                    self.summary.add(engine.apply_batch(batch, after=record))
+                elif record is not None:
+                    with engine.store.transaction():
+                        record(engine.store)
+                del batch
             if on_batch is not None:
                 on_batch(self)
             if finished:
