@@ -195,3 +195,23 @@ def test_a_call_without_a_tenant_is_stored_the_same_wherever_it_sits_in_its_batc
         stored.append(rows.fetchall())
         engine.close()
     assert stored[0] == stored[1]
+
+
+def test_ingest_leaves_the_garbage_collector_as_it_found_it() -> None:
+    """Paused while a batch is read and applied, back on after it, even when it fails."""
+    import gc
+
+    engine = Engine()
+    assert gc.isenabled()
+    engine.ingest(["/a?_k=K&_p=a&_n=b"], received=1)
+    assert gc.isenabled()
+    with pytest.raises(ConfigurationError):
+        engine.ingest(["/a?_k=K&_p=a&_n=c"], received=-1)  # refused inside the batch
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        engine.ingest(["/a?_k=K&_p=a&_n=d"], received=1)
+        assert not gc.isenabled()  # off before: left off
+    finally:
+        gc.enable()
+    assert engine.same_person("K", "a", "d")
