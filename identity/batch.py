@@ -249,7 +249,6 @@ def _quarantine(store: Store, calls: Sequence[Call], summary: Summary) -> list[C
     return accepted
 
 
-_EMPTY: dict[str, int] = {}
 #: Stands for the tenant before the first call of a loop that caches per-tenant look-ups.
 _NO_TENANT = object()
 
@@ -286,9 +285,8 @@ def _resolve(store: Store, accepted: list[Call], cache: IdentityCache, next_id: 
     created_ids: dict[str, dict[str, int]] = {}
     stored_times: dict[int, tuple[int, int]] = {}
     for tenant, names in seen.items():
-        known = cache.ids.get(tenant)
         # dictionary work at C speed: comprehensions, and new row ids handed out by zip
-        get = (known or _EMPTY).get
+        get = cache.ids.get(tenant, {}).get
         resolved = {name: row_id for name in names if (row_id := get(name)) is not None}
         if len(resolved) < len(names):
             missing = [name for name in names if name not in resolved]
