@@ -35,6 +35,8 @@ __all__ = [
 _NEVER = 2**62  # "not a Customer ID" while aggregating (stored as NULL)
 _second = itemgetter(1)
 _third = itemgetter(2)
+_event_td = itemgetter(5)  # of an EventRow
+_record_td = itemgetter(6)  # of a PropertyRow
 
 
 def fingerprint(*parts: object) -> bytes:
@@ -529,8 +531,15 @@ def _write_events(
                 record[7] += 1
                 if (t, prop_name) < (record[5], record[3]):
                     record[3], record[5] = prop_name, t
+    # in the order of the store's unique index: (td, identity, key) or (identity, key)
     if events:
-        store.upsert_events([events[key] for key in sorted(events)])
+        rows = [events[key] for key in sorted(events)]
+        if store.by_time:
+            rows.sort(key=_event_td)  # stable: (identity, key) within a td
+        store.upsert_events(rows)
     if records:
-        store.upsert_properties([records[key] for key in sorted(records)])
+        rows = [records[key] for key in sorted(records)]
+        if store.by_time:
+            rows.sort(key=_record_td)
+        store.upsert_properties(rows)
     return n_events, n_records

@@ -280,3 +280,20 @@ def test_a_storage_fault_is_not_retried_call_by_call(monkeypatch: pytest.MonkeyP
     monkeypatch.undo()
     assert list(engine.quarantine()) == []
     assert engine.apply_batch(calls).accepted == 3
+
+
+def test_a_poison_call_in_a_bulk_load_is_retried_over_the_indexes(tmp_path: Path) -> None:
+    engine = Engine(tmp_path / "bulk.db", durable=False)
+    first = [parse_query(f"/a?_k=K&_p=u{i}&_n=v{i}", received=5) for i in range(1500)]
+    engine.apply_batch(first)
+    assert engine.store.deferred  # an empty database: its read indexes wait for the end
+    good = [parse_query(f"/e?_k=K&_p=v{i}&_n=Paid", received=5) for i in range(1500)]
+    poison = replace(good[2], t=10**30)
+    summary = engine.apply_batch([*good[:2], poison, *good[3:]])
+    assert summary.quarantined == {"rejected_by_store": 1}
+    # call by call, each one looks its identities up (a read): the indexes are built first
+    assert not engine.store.deferred
+    assert summary.new_identities == 0
+    assert engine.person("K", "v7").customer_ids == ("v7",)
+    engine.check()
+    engine.close()

@@ -383,10 +383,11 @@ def test_a_bulk_load_builds_its_read_indexes_when_it_closes(tmp_path: Path) -> N
     engine = Engine(path, durable=False)
     engine.ingest(_bulk_lines(3000), received=5, batch_size=1500)
     assert engine.store.deferred
-    assert not {"identities_tenant_identity", "links_b"} & _indexes(path)
-    assert engine.store.meta(DEFERRED_KEY) == "identities_tenant_identity,links_b"
+    deferred = ["identities_tenant_identity", "links_b", "events_identity", "properties_identity"]
+    assert not set(deferred) & _indexes(path)
+    assert engine.store.meta(DEFERRED_KEY) == ",".join(deferred)
     engine.close()
-    assert {"identities_tenant_identity", "links_b", "identities_person"} <= _indexes(path)
+    assert {*deferred, "identities_person"} <= _indexes(path)
     with Engine(path) as again:
         assert again.store.meta(DEFERRED_KEY) is None
         assert again.check()["identities"] == 3000
@@ -448,3 +449,98 @@ def test_a_bulk_load_gives_the_state_of_a_plain_one(calls: list[Call], data: st.
     finally:
         engine_module.BULK_FROM = saved
     assert bulk == plain
+
+
+# --- dedupe keys: by time in new databases, by identity in databases before schema 4 -----
+
+_OLD_EVENTS = """CREATE TABLE events (
+    id INTEGER PRIMARY KEY,
+    identity INTEGER NOT NULL REFERENCES identities (id),
+    key BLOB NOT NULL, name TEXT NOT NULL, name_key TEXT NOT NULL, t INTEGER NOT NULL,
+    td INTEGER NOT NULL, properties TEXT NOT NULL, sent INTEGER NOT NULL,
+    UNIQUE (identity, key)
+)"""
+_OLD_PROPERTIES = """CREATE TABLE properties (
+    id INTEGER PRIMARY KEY,
+    identity INTEGER NOT NULL REFERENCES identities (id),
+    key BLOB NOT NULL, name_key TEXT NOT NULL, name TEXT NOT NULL, value TEXT NOT NULL,
+    t INTEGER NOT NULL, td INTEGER NOT NULL, sent INTEGER NOT NULL,
+    UNIQUE (identity, key)
+)"""
+
+
+def _as_schema_3(path: Path) -> None:
+    """Give a database the dedupe keys of schema 3: ``UNIQUE (identity, key)``, no index."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("BEGIN")
+    for table, create in (("events", _OLD_EVENTS), ("properties", _OLD_PROPERTIES)):
+        conn.execute(f"ALTER TABLE {table} RENAME TO old_{table}")
+        conn.execute(create)
+        conn.execute(f"INSERT INTO {table} SELECT * FROM old_{table}")
+        conn.execute(f"DROP TABLE old_{table}")
+    conn.execute("UPDATE meta SET value = '3' WHERE key = 'schema_version'")
+    conn.execute("COMMIT")
+    conn.close()
+
+
+def _unique_columns(path: Path, table: str) -> list[list[str]]:
+    conn = sqlite3.connect(path)
+    try:
+        return [
+            [c[0] for c in conn.execute("SELECT name FROM pragma_index_info(?)", (name,))]
+            for (name,) in conn.execute(
+                'SELECT name FROM pragma_index_list(?) WHERE "unique"', (table,)
+            )
+        ]
+    finally:
+        conn.close()
+
+
+def test_a_new_database_keys_events_and_properties_by_time(tmp_path: Path) -> None:
+    path = tmp_path / "id.db"
+    with Engine(path) as engine:
+        assert engine.store.by_time
+        engine.record("K", "bob", "Paid", {"plan": "pro"}, t=5)
+        assert engine.record("K", "bob", "paid", {"plan": "pro"}, t=5).status == "duplicate"
+        assert engine.record("K", "bob", "Paid", {"plan": "pro"}, t=6).status == "applied"
+    for table in ("events", "properties"):
+        assert _unique_columns(path, table) == [["td", "identity", "key"]]
+    assert {"events_identity", "properties_identity"} <= _indexes(path)
+
+
+def test_a_schema_3_database_keeps_its_dedupe_keys_and_folds_duplicates(tmp_path: Path) -> None:
+    path = tmp_path / "id.db"
+    lines = [
+        "/e?_k=K&_p=a&_n=Paid&plan=pro&_t=5",
+        "/s?_k=K&_p=a&plan=pro&_t=5",
+        "/a?_k=K&_p=a&_n=b&_t=6",
+    ]
+    with Engine(path) as engine:
+        engine.ingest(lines, received=9)
+        before = (list(engine.people("K")), engine.counts(), engine.events("K", "a"))
+    _as_schema_3(path)
+    with Engine(path) as engine:
+        assert engine.store.meta("schema_version") == str(SCHEMA_VERSION)
+        assert not engine.store.by_time
+        assert (list(engine.people("K")), engine.counts(), engine.events("K", "a")) == before
+        summary = engine.ingest([*lines, "/e?_k=K&_p=b&_n=Paid&_t=7"], received=9)
+        assert (summary.duplicate_events, summary.duplicate_properties) == (1, 2)
+        assert summary.duplicate_aliases == 1
+        assert engine.counts()["events"] == 2
+        engine.check()
+    for table in ("events", "properties"):
+        assert _unique_columns(path, table) == [["identity", "key"]]
+
+
+def test_a_bulk_load_into_an_empty_schema_3_database_defers_what_it_has(tmp_path: Path) -> None:
+    path = tmp_path / "bulk.db"
+    Engine(path).close()
+    _as_schema_3(path)
+    engine = Engine(path, durable=False)
+    engine.ingest(_bulk_lines(3000), received=5, batch_size=1500)
+    assert engine.store.meta(DEFERRED_KEY) == "identities_tenant_identity,links_b"
+    engine.close()
+    assert not {"events_identity", "properties_identity"} & _indexes(path)
+    with Engine(path) as again:
+        assert again.check()["identities"] == 3000
+        assert again.ingest(_bulk_lines(3000), received=5).duplicate_events == 2000
