@@ -84,8 +84,8 @@ class IdentityCache:
 
     Row ids per tenant and identity, and per row id the stored ``first_seen`` and
     ``customer_since`` (so a call that cannot lower them costs no statement). Memory grows
-    with the distinct identities seen (a dict entry and 16 bytes each), never with the
-    number of calls.
+    with the distinct identities seen (a dict entry and 16 bytes each, 24 when complete),
+    never with the number of calls.
     """
 
     def __init__(self) -> None:
@@ -96,16 +96,59 @@ class IdentityCache:
         #: True when every stored identity is in the cache (it was started on an empty
         #: database): a miss is then a new identity, with no look-up.
         self.complete = False
+        #: While complete: per row id, the next member of its person, round in a circle
+        #: (:meth:`members`), so that a merge relabels the absorbed person's rows by id,
+        #: with no index of identities by person (a bulk load defers that index).
+        self.next_member = array("q")
 
     def clear(self) -> None:
         """Forget everything (another process wrote to the database)."""
         self.ids.clear()
         self.first = array("q")
         self.since = array("q")
+        self.next_member = array("q")
         self.complete = False
 
-    def update(self, ids: dict[str, dict[str, int]], times: dict[int, tuple[int, int]]) -> None:
-        """Remember what a committed batch wrote."""
+    def members(self, person: int) -> list[int]:
+        """Return the row ids of a stored person's identities (the cache must be complete).
+
+        A person's id is the row id of one of its identities (the first of the person that
+        survived its merges), so the circle of its members starts there.
+
+        Examples
+        --------
+        >>> cache = IdentityCache()
+        >>> cache.complete = True
+        >>> cache.update({}, {}, {3: 1}, 5)  # identities 1-4 stored, person 3 merged into 1
+        >>> cache.members(1), cache.members(2)
+        ([1, 3], [2])
+        """
+        following = self.next_member
+        out = [person]
+        member = following[person]
+        while member != person:
+            out.append(member)
+            member = following[member]
+        return out
+
+    def update(
+        self,
+        ids: dict[str, dict[str, int]],
+        times: dict[int, tuple[int, int]],
+        merged: dict[int, int] | None = None,
+        top: int = 0,
+    ) -> None:
+        """Remember what a committed batch wrote.
+
+        `merged` maps each absorbed person to its survivor, `top` is one past the largest
+        row id stored (both for :meth:`members`, kept while the cache is complete).
+        """
+        if self.complete:
+            following = self.next_member
+            if len(following) < top:  # a new identity starts a circle of its own
+                following.extend(range(len(following), top))
+            for absorbed, root in (merged or {}).items():  # two circles into one
+                following[absorbed], following[root] = following[root], following[absorbed]
         for tenant, names in ids.items():
             self.ids.setdefault(tenant, {}).update(names)
         if times:
@@ -159,6 +202,10 @@ class BatchResult(NamedTuple):
     #: ``{row id: (first_seen, customer_since)}`` written or read by the batch
     #: (``customer_since`` of a non-customer is a large sentinel).
     times: dict[int, tuple[int, int]]
+    #: ``{absorbed person: surviving person}`` of the batch's merges.
+    merged: dict[int, int]
+    #: One past the largest identity row id after the batch.
+    top: int
 
 
 class _Resolved(NamedTuple):
@@ -211,19 +258,20 @@ def apply_batch(
     accepted = _quarantine(store, calls, summary)
     summary.accepted = len(accepted)
     if not accepted:
-        return BatchResult(summary, {}, {})
+        return BatchResult(summary, {}, {}, {}, 0)
     if state is None:
         state = BatchState(store.next_identity_id(), *store.max_ids())
     resolved = _resolve(store, accepted, cache, state.next_id)
     summary.new_identities = sum(len(c) for c in resolved.created.values())
-    person_of, n_links = _merge(store, accepted, resolved, summary)
+    person_of, merged, n_links = _merge(store, accepted, resolved, summary, cache)
     times = _write_identities(store, resolved, cache, person_of)
     n_events, n_records = _write_events(store, accepted, resolved.ids, loose)
     after_events, after_records, after_links = store.max_ids()
     summary.duplicate_events = n_events - (after_events - state.events)
     summary.duplicate_properties = n_records - (after_records - state.records)
     summary.duplicate_aliases = n_links - (after_links - state.links)
-    return BatchResult(summary, resolved.ids, times)
+    top = resolved.first_new + summary.new_identities
+    return BatchResult(summary, resolved.ids, times, merged, top)
 
 
 def _quarantine(store: Store, calls: Sequence[Call], summary: Summary) -> list[Call]:
@@ -306,14 +354,20 @@ def _resolve(store: Store, accepted: list[Call], cache: IdentityCache, next_id: 
 
 
 def _merge(
-    store: Store, accepted: list[Call], resolved: _Resolved, summary: Summary
-) -> tuple[dict[int, int], int]:
+    store: Store,
+    accepted: list[Call],
+    resolved: _Resolved,
+    summary: Summary,
+    cache: IdentityCache,
+) -> tuple[dict[int, int], dict[int, int], int]:
     """Step 2: write the batch's alias links and the merges they make.
 
     The persons of the links' endpoints are merged by `_union_by_weight`, weighted by
     their stored sizes, so that union by size picks the larger person of each
-    merge as the survivor: only the absorbed side is relabelled. Returns the person of
-    every endpoint identity created by the batch, and the number of links sent.
+    merge as the survivor: only the absorbed side is relabelled (by row id when the
+    cache is complete and knows its members). Returns the person of every endpoint
+    identity created by the batch, ``{absorbed person: survivor}``, and the number of
+    links sent.
     """
     # rows as lists [a, b, t, sent, source], updated in place (no tuple per copy)
     links: dict[tuple[int, int], list[Any]] = {}
@@ -374,7 +428,13 @@ def _merge(
     # every write goes in key order: B-tree pages are visited left to right, each once
     moves = sorted(((root, p) for p, root in root_of.items() if p < first_new), key=_second)
     if moves:
-        store.relabel(moves)
+        if cache.complete:
+            members = cache.members
+            rows = [(root, member) for root, p in moves for member in members(p)]
+            rows.sort(key=_second)
+            store.relabel_members(rows)
+        else:
+            store.relabel(moves)
         store.delete_persons((p,) for _, p in moves)
     store.upsert_persons(
         PersonRow(root, tenant_of[root], roots[root], weight[root]) for root in sorted(roots)
@@ -382,7 +442,7 @@ def _merge(
     store.upsert_links([links[pair] for pair in sorted(links)])
     get_root = root_of.get
     new_endpoints = {x: get_root(x, x) for x in endpoints if x >= first_new}
-    return new_endpoints, n_links
+    return new_endpoints, root_of, n_links
 
 
 def _union_by_weight(pairs: list[tuple[int, int]], weight: dict[int, int]) -> dict[int, int]:

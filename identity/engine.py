@@ -350,7 +350,7 @@ class Engine:
             if state[0] == 1 and len(batch) >= BULK_FROM:
                 # a bulk load into an empty database: read indexes are built after it
                 store.defer_indexes()
-            summary, ids, times = apply_batch(
+            summary, ids, times, merged, top = apply_batch(
                 store,
                 batch,
                 self._cache,
@@ -361,7 +361,7 @@ class Engine:
                 after(store)
             store.set_meta("generation", str(generation + 1))
         self._cache.generation = generation + 1
-        self._cache.update(ids, times)
+        self._cache.update(ids, times, merged, top)
         return summary
 
     def _apply_one_by_one(

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from identity import Engine, Outcome, UnknownIdentityError
@@ -126,15 +128,25 @@ def test_as_of_partition(engine: Engine) -> None:
     assert [p.identities for p in engine.people("K", as_of=25)] == [("a", "b", "c")]
 
 
-def test_merge_relabels_only_the_smaller_side(engine: Engine) -> None:
+@pytest.mark.parametrize("known", [True, False], ids=["members-known", "reopened"])
+def test_merge_relabels_only_the_smaller_side(tmp_path: Path, known: bool) -> None:
+    path = tmp_path / "id.db"
+    engine = Engine(path, durable=False)
     engine.ingest([f"/a?_k=K&_p=big0&_n=big{i}" for i in range(1, 50)], received=1)
     engine.ingest(["/a?_k=K&_p=a-small&_n=small2"], received=1)
+    if not known:  # a writer that did not see the database empty: relabels by person
+        engine.close()
+        engine = Engine(path, durable=False)
     statements: list[str] = []
     engine.store.conn.set_trace_callback(statements.append)
     engine.alias("K", "small2", "big7", t=2)
     engine.store.conn.set_trace_callback(None)
     relabels = [s for s in statements if s.startswith("UPDATE identities SET person")]
-    assert len(relabels) == 1
+    if known:  # the cache knows the smaller person's two members: by row id
+        assert [s.split("WHERE")[1].split("=")[0].strip() for s in relabels] == ["id", "id"]
+    else:
+        assert len(relabels) == 1
+        assert "WHERE person" in relabels[0]
     rows = engine.store.conn.execute(
         "SELECT count(*) FROM identities WHERE person = (SELECT person FROM identities "
         "WHERE identity = 'big0')"
@@ -142,6 +154,7 @@ def test_merge_relabels_only_the_smaller_side(engine: Engine) -> None:
     assert rows == 52
     assert engine.person_of("K", "big3") == "a-small"
     engine.check()
+    engine.close()
 
 
 def test_ingest_summary_and_batch_size(engine: Engine) -> None:
