@@ -100,6 +100,10 @@ class IdentityCache:
         #: (:meth:`members`), so that a merge relabels the absorbed person's rows by id,
         #: with no index of identities by person (a bulk load defers that index).
         self.next_member = array("q")
+        #: While complete: per row id, its person; per person id, its size. What a bulk load
+        #: merges by while the ``persons`` table waits for its end.
+        self.person = array("q")
+        self.size = array("q")
 
     def clear(self) -> None:
         """Forget everything (another process wrote to the database)."""
@@ -107,6 +111,8 @@ class IdentityCache:
         self.first = array("q")
         self.since = array("q")
         self.next_member = array("q")
+        self.person = array("q")
+        self.size = array("q")
         self.complete = False
 
     def members(self, person: int) -> list[int]:
@@ -119,9 +125,9 @@ class IdentityCache:
         --------
         >>> cache = IdentityCache()
         >>> cache.complete = True
-        >>> cache.update({}, {}, {3: 1}, 5)  # identities 1-4 stored, person 3 merged into 1
-        >>> cache.members(1), cache.members(2)
-        ([1, 3], [2])
+        >>> cache.update({}, {}, {3: 1}, 5, {1: 2})  # identities 1-4, person 3 merged into 1
+        >>> cache.members(1), cache.members(2), cache.person[3], cache.size[1]
+        ([1, 3], [2], 1, 2)
         """
         following = self.next_member
         out = [person]
@@ -137,24 +143,35 @@ class IdentityCache:
         times: dict[int, tuple[int, int]],
         merged: dict[int, int] | None = None,
         top: int = 0,
+        sizes: dict[int, int] | None = None,
     ) -> None:
         """Remember what a committed batch wrote.
 
         `merged` maps each absorbed person to its survivor, `top` is one past the largest
-        row id stored (both for :meth:`members`, kept while the cache is complete).
+        row id stored, `sizes` holds the survivors' new sizes (for :meth:`members`,
+        :attr:`person` and :attr:`size`, kept while the cache is complete).
         """
         if self.complete:
-            following = self.next_member
-            if len(following) < top:  # a new identity starts a circle of its own
-                following.extend(range(len(following), top))
-            for absorbed, root in (merged or {}).items():  # two circles into one
+            following, person, size = self.next_member, self.person, self.size
+            start = len(following)
+            if start < top:  # a new identity is a person of its own, a circle of one
+                following.extend(range(start, top))
+                person.extend(range(start, top))
+                size.extend(array("q", [1]) * (top - start))
+            members = self.members
+            for absorbed, root in (merged or {}).items():
+                for member in members(absorbed):
+                    person[member] = root
+                # two circles into one
                 following[absorbed], following[root] = following[root], following[absorbed]
+            for root, n in (sizes or {}).items():
+                size[root] = n
         for tenant, names in ids.items():
             self.ids.setdefault(tenant, {}).update(names)
         if times:
-            top = max(times) + 1
-            if len(self.first) < top:
-                grow = max(top, 2 * len(self.first)) - len(self.first)
+            end = max(times) + 1
+            if len(self.first) < end:
+                grow = max(end, 2 * len(self.first)) - len(self.first)
                 self.first.extend(array("q", [0]) * grow)
                 self.since.extend(array("q", [_NEVER]) * grow)
             first, since = self.first, self.since
@@ -206,6 +223,8 @@ class BatchResult(NamedTuple):
     merged: dict[int, int]
     #: One past the largest identity row id after the batch.
     top: int
+    #: ``{surviving person: its size}`` after the batch's merges.
+    sizes: dict[int, int]
 
 
 class _Resolved(NamedTuple):
@@ -258,20 +277,24 @@ def apply_batch(
     accepted = _quarantine(store, calls, summary)
     summary.accepted = len(accepted)
     if not accepted:
-        return BatchResult(summary, {}, {}, {}, 0)
+        return BatchResult(summary, {}, {}, {}, 0, {})
     if state is None:
         state = BatchState(store.next_identity_id(), *store.max_ids())
+    if store.persons_deferred and not cache.complete:
+        store.build_deferred_indexes()  # persons are read and written: fill them first
+    # a bulk load whose writer knows every person: the persons table waits for its end
+    bulk = store.persons_deferred
     resolved = _resolve(store, accepted, cache, state.next_id)
     summary.new_identities = sum(len(c) for c in resolved.created.values())
-    person_of, merged, n_links = _merge(store, accepted, resolved, summary, cache)
-    times = _write_identities(store, resolved, cache, person_of)
+    person_of, merged, sizes, n_links = _merge(store, accepted, resolved, summary, cache, bulk)
+    times = _write_identities(store, resolved, cache, person_of, bulk)
     n_events, n_records = _write_events(store, accepted, resolved.ids, loose)
     after_events, after_records, after_links = store.max_ids()
     summary.duplicate_events = n_events - (after_events - state.events)
     summary.duplicate_properties = n_records - (after_records - state.records)
     summary.duplicate_aliases = n_links - (after_links - state.links)
     top = resolved.first_new + summary.new_identities
-    return BatchResult(summary, resolved.ids, times, merged, top)
+    return BatchResult(summary, resolved.ids, times, merged, top, sizes)
 
 
 def _quarantine(store: Store, calls: Sequence[Call], summary: Summary) -> list[Call]:
@@ -359,15 +382,17 @@ def _merge(
     resolved: _Resolved,
     summary: Summary,
     cache: IdentityCache,
-) -> tuple[dict[int, int], dict[int, int], int]:
+    bulk: bool = False,
+) -> tuple[dict[int, int], dict[int, int], dict[int, int], int]:
     """Step 2: write the batch's alias links and the merges they make.
 
     The persons of the links' endpoints are merged by `_union_by_weight`, weighted by
     their stored sizes, so that union by size picks the larger person of each
     merge as the survivor: only the absorbed side is relabelled (by row id when the
-    cache is complete and knows its members). Returns the person of every endpoint
-    identity created by the batch, ``{absorbed person: survivor}``, and the number of
-    links sent.
+    cache is complete and knows its members). In a `bulk` load the persons are the
+    cache's, and no ``persons`` row is written. Returns the person of every endpoint
+    identity created by the batch, ``{absorbed person: survivor}``, ``{survivor: size}``
+    and the number of links sent.
     """
     # rows as lists [a, b, t, sent, source], updated in place (no tuple per copy)
     links: dict[tuple[int, int], list[Any]] = {}
@@ -404,12 +429,18 @@ def _merge(
     tenant_of: dict[int, str] = {}
     weight: dict[int, int] = {}
     existing = sorted(x for x in endpoints if x < first_new)
-    for row_id, (person, size, shown, tenant) in store.persons_of(existing).items():
-        person_of[row_id] = person
-        if person not in display:
-            weight[person] = size
-            display[person] = shown
-            tenant_of[person] = tenant
+    if bulk:
+        cached_person, cached_size = cache.person, cache.size
+        for row_id in existing:
+            person = person_of[row_id] = cached_person[row_id]
+            weight[person] = cached_size[person]
+    else:
+        for row_id, (person, size, shown, tenant) in store.persons_of(existing).items():
+            person_of[row_id] = person
+            if person not in display:
+                weight[person] = size
+                display[person] = shown
+                tenant_of[person] = tenant
     for tenant, created in resolved.created.items():
         for name, row_id in created.items():
             if row_id in endpoints:
@@ -419,30 +450,32 @@ def _merge(
                 tenant_of[row_id] = tenant
     root_of = _union_by_weight([(person_of[x], person_of[y]) for x, y in links], weight)
     summary.merges = len(root_of)
-    roots: dict[int, str] = {}  # each person that absorbed others: its display id
-    for person, root in root_of.items():
-        shown = display[person]
-        kept = roots.get(root, display[root])
-        roots[root] = shown if shown < kept else kept
-    # write persons: only the absorbed side of a merge is relabelled
-    # every write goes in key order: B-tree pages are visited left to right, each once
+    sizes = {root: weight[root] for root in set(root_of.values())}
+    # only the absorbed side of a merge is relabelled; every write goes in key order:
+    # B-tree pages are visited left to right, each once
     moves = sorted(((root, p) for p, root in root_of.items() if p < first_new), key=_second)
-    if moves:
-        if cache.complete:
-            members = cache.members
-            rows = [(root, member) for root, p in moves for member in members(p)]
-            rows.sort(key=_second)
-            store.relabel_members(rows)
-        else:
-            store.relabel(moves)
-        store.delete_persons((p,) for _, p in moves)
-    store.upsert_persons(
-        PersonRow(root, tenant_of[root], roots[root], weight[root]) for root in sorted(roots)
-    )
+    if moves and cache.complete:
+        members = cache.members
+        rows = [(root, member) for root, p in moves for member in members(p)]
+        rows.sort(key=_second)
+        store.relabel_members(rows)
+    elif moves:
+        store.relabel(moves)
+    if not bulk:  # write persons
+        roots: dict[int, str] = {}  # each person that absorbed others: its display id
+        for person, root in root_of.items():
+            shown = display[person]
+            kept = roots.get(root, display[root])
+            roots[root] = shown if shown < kept else kept
+        if moves:
+            store.delete_persons((p,) for _, p in moves)
+        store.upsert_persons(
+            PersonRow(root, tenant_of[root], roots[root], weight[root]) for root in sorted(roots)
+        )
     store.upsert_links([links[pair] for pair in sorted(links)])
     get_root = root_of.get
     new_endpoints = {x: get_root(x, x) for x in endpoints if x >= first_new}
-    return new_endpoints, root_of, n_links
+    return new_endpoints, root_of, sizes, n_links
 
 
 def _union_by_weight(pairs: list[tuple[int, int]], weight: dict[int, int]) -> dict[int, int]:
@@ -481,9 +514,16 @@ def _union_by_weight(pairs: list[tuple[int, int]], weight: dict[int, int]) -> di
 
 
 def _write_identities(
-    store: Store, resolved: _Resolved, cache: IdentityCache, person_of: dict[int, int]
+    store: Store,
+    resolved: _Resolved,
+    cache: IdentityCache,
+    person_of: dict[int, int],
+    bulk: bool = False,
 ) -> dict[int, tuple[int, int]]:
-    """Step 3: insert the new identities and lower the times of stored ones."""
+    """Step 3: insert the new identities and lower the times of stored ones.
+
+    A new identity in no link is a person of its own (no ``persons`` row in a `bulk` load).
+    """
     # plain tuples in IdentityRow / PersonRow order (no named tuple per new identity)
     identity_rows: list[tuple[int, str, str, int, int, int | None]] = []
     person_rows: list[tuple[int, str, str, int]] = []
@@ -519,9 +559,10 @@ def _write_identities(
             identity_rows.append(
                 (new_id, tenant, name, person, first_t, None if since == _NEVER else since)
             )
-    person_rows.sort()
+    if not bulk:
+        person_rows.sort()
+        store.upsert_persons(person_rows)
     identity_rows.sort()
-    store.upsert_persons(person_rows)
     store.insert_identities(identity_rows)
     if touches:
         touches.sort(key=_third)

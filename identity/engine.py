@@ -350,7 +350,7 @@ class Engine:
             if state[0] == 1 and len(batch) >= BULK_FROM:
                 # a bulk load into an empty database: read indexes are built after it
                 store.defer_indexes()
-            summary, ids, times, merged, top = apply_batch(
+            summary, ids, times, merged, top, sizes = apply_batch(
                 store,
                 batch,
                 self._cache,
@@ -361,7 +361,7 @@ class Engine:
                 after(store)
             store.set_meta("generation", str(generation + 1))
         self._cache.generation = generation + 1
-        self._cache.update(ids, times, merged, top)
+        self._cache.update(ids, times, merged, top, sizes)
         return summary
 
     def _apply_one_by_one(
@@ -370,6 +370,8 @@ class Engine:
         """Apply `batch` call by call in one transaction, quarantining the calls that fail."""
         store, cache = self.store, self._cache
         total = Summary()
+        if store.deferred:  # call by call, over the indexes and the persons table
+            store.build_deferred_indexes()
         cache.clear()  # the identities each call creates are added as it commits
         cache.generation = -1
         try:

@@ -221,13 +221,25 @@ _DEFERRABLE = {
     "properties_identity": "CREATE INDEX IF NOT EXISTS properties_identity "
     "ON properties (identity)",
 }
+#: What :data:`DEFERRED_KEY` lists for the ``persons`` table.
+_PERSONS = "persons"
 #: The deferrable indexes every database has (a bulk load defers nothing without them).
 #: ``identities_person`` is what :meth:`Store.relabel` moves a person's identities by; the
 #: bulk load's writer, whose cache knows every person's members, relabels them by row id
 #: (:meth:`Store.relabel_members`).
 _ALWAYS_DEFERRABLE = ("identities_tenant_identity", "links_b", "identities_person")
-#: The ``meta`` key that lists the indexes left to build (committed with their drop).
+#: The ``meta`` key that lists the indexes left to build (committed with their drop), and
+#: ``persons`` when the ``persons`` table is left to fill.
 DEFERRED_KEY = "deferred_indexes"
+
+#: The persons of a bulk load, from ``identities.person``: one sorted pass, after it.
+#: A person's display id is its smallest member (``min`` compares UTF-8 bytes, which is
+#: code point order, as the write path compares them).
+_FILL_PERSONS = """
+INSERT INTO persons (id, tenant, person, size)
+SELECT person, min(tenant), min(identity), count(*) FROM identities NOT INDEXED
+GROUP BY person ORDER BY person
+"""
 
 #: Store methods of the write path, which never need a deferred index.
 _WRITE_PATH = frozenset(
@@ -906,6 +918,9 @@ class Store:
         self.durable = durable
         #: Whether this store left read indexes out for a bulk load (:meth:`defer_indexes`).
         self.deferred = False
+        #: Whether the ``persons`` table waits for the end of a bulk load (then filled from
+        #: ``identities.person``); the write path then keeps persons in memory only.
+        self.persons_deferred = False
         #: Whether events and property records are unique by ``(td, identity, key)``
         #: (databases of schema 4 and later; see :meth:`upsert_events`), else by
         #: ``(identity, key)``.
@@ -1025,8 +1040,16 @@ class Store:
         if version < SCHEMA_VERSION and self.readonly_reason is None:
             self._migrate(version)  # read-only: read as it is (queries need nothing newer)
         self._detect_dedupe_keys()
-        if self.readonly_reason is None and self.meta(DEFERRED_KEY) is not None:
+        deferred = self.meta(DEFERRED_KEY)
+        if deferred is not None and self.readonly_reason is None:
             self.build_deferred_indexes()  # a bulk load was stopped before it built them
+        elif deferred is not None and _PERSONS in deferred.split(","):
+            raise StoreError(
+                self.path,
+                "cannot read it yet: a bulk load into it is running or was stopped before "
+                "it filled the persons table; open it with write access once the load is "
+                f"over (e.g. identity check) ({self.readonly_reason})",
+            )
         for key, value in settings.items():
             stored = self.meta(key)
             if stored != value:
@@ -1160,15 +1183,16 @@ class Store:
         if memory or not conn.in_transaction or not set(_ALWAYS_DEFERRABLE) <= names:
             return False
         row = conn.execute(
-            "SELECT EXISTS (SELECT 1 FROM identities), EXISTS (SELECT 1 FROM links)"
+            "SELECT EXISTS (SELECT 1 FROM identities), EXISTS (SELECT 1 FROM links), "
+            "EXISTS (SELECT 1 FROM persons)"
         ).fetchone()
-        if row[0] or row[1]:
+        if any(row):
             return False
         deferred = [name for name in _DEFERRABLE if name in names]
         for name in deferred:
             conn.execute(f"DROP INDEX {name}")
-        self.set_meta(DEFERRED_KEY, ",".join(deferred))
-        self.deferred = True
+        self.set_meta(DEFERRED_KEY, ",".join([*deferred, _PERSONS]))
+        self.deferred = self.persons_deferred = True
         return True
 
     @_translated
@@ -1180,7 +1204,8 @@ class Store:
         """
         conn = self.conn
         listed = (self.meta(DEFERRED_KEY) or "").split(",")
-        statements = [_DEFERRABLE[name] for name in _DEFERRABLE if name in listed]
+        statements = [_FILL_PERSONS] if _PERSONS in listed else []
+        statements += [_DEFERRABLE[name] for name in _DEFERRABLE if name in listed]
         if conn.in_transaction:
             for statement in statements:
                 conn.execute(statement)
@@ -1196,7 +1221,7 @@ class Store:
                     conn.execute("DELETE FROM meta WHERE key = ?", (DEFERRED_KEY,))
             finally:
                 conn.execute("PRAGMA temp_store=MEMORY")
-        self.deferred = False
+        self.deferred = self.persons_deferred = False
 
     @_translated
     def checkpoint(self, mode: str = "PASSIVE") -> tuple[int, int, int]:
@@ -1312,8 +1337,12 @@ class Store:
         row = self.conn.execute(
             "SELECT (SELECT value FROM meta WHERE key = 'generation'), "
             "(SELECT max(id) FROM identities), (SELECT max(id) FROM events), "
-            "(SELECT max(id) FROM properties), (SELECT max(id) FROM links)"
+            "(SELECT max(id) FROM properties), (SELECT max(id) FROM links), "
+            f"(SELECT value FROM meta WHERE key = '{DEFERRED_KEY}')"
         ).fetchone()
+        # what is deferred, as committed (another process may have built it meanwhile)
+        self.deferred = row[5] is not None
+        self.persons_deferred = self.deferred and _PERSONS in str(row[5]).split(",")
         return (
             int(row[0] or 0),
             int(row[1] or 0) + 1,

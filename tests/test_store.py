@@ -372,6 +372,14 @@ def _indexes(path: Path) -> set[str]:
         conn.close()
 
 
+def _count(path: Path, table: str) -> int:
+    conn = sqlite3.connect(path)
+    try:
+        return int(conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
+    finally:
+        conn.close()
+
+
 def _bulk_lines(n: int) -> list[str]:
     return [
         f"/a?_k=K&_p=u{i}&_n=u{i + 1}" if i % 3 == 0 else f"/e?_k=K&_p=u{i}&_n=Paid&plan={i % 4}"
@@ -392,9 +400,11 @@ def test_a_bulk_load_builds_its_read_indexes_when_it_closes(tmp_path: Path) -> N
         "properties_identity",
     ]
     assert not set(deferred) & _indexes(path)
-    assert engine.store.meta(DEFERRED_KEY) == ",".join(deferred)
+    assert engine.store.meta(DEFERRED_KEY) == ",".join([*deferred, "persons"])
+    assert _count(path, "persons") == 0  # filled from identities.person at the end
     engine.close()
     assert set(deferred) <= _indexes(path)
+    assert _count(path, "persons") == 2000  # u0-u1, u3-u4...: 1000 pairs, 1000 alone
     with Engine(path) as again:
         assert again.store.meta(DEFERRED_KEY) is None
         assert again.check()["identities"] == 3000
@@ -545,7 +555,10 @@ def test_a_bulk_load_into_an_empty_schema_3_database_defers_what_it_has(tmp_path
     _as_schema_3(path)
     engine = Engine(path, durable=False)
     engine.ingest(_bulk_lines(3000), received=5, batch_size=1500)
-    assert engine.store.meta(DEFERRED_KEY) == "identities_tenant_identity,links_b,identities_person"
+    assert (
+        engine.store.meta(DEFERRED_KEY)
+        == "identities_tenant_identity,links_b,identities_person,persons"
+    )
     engine.close()
     assert not {"events_identity", "properties_identity"} & _indexes(path)
     with Engine(path) as again:
@@ -580,8 +593,49 @@ def test_a_bulk_load_relabels_merged_persons_by_their_members(tmp_path: Path) ->
     for start in range(0, len(lines), 300):  # small batches, reopened: by person
         with Engine(plain, durable=False) as engine:
             engine.ingest(lines[start : start + 300], received=5)
+    found = []
     for path in (bulk, plain):
         with Engine(path) as engine:
             engine.check()
             people = sorted(sorted(p.identities) for p in engine.people("K"))
             assert people == expected
+            found.append(list(engine.people("K")))
+        conn = sqlite3.connect(path)
+        found.append(conn.execute("SELECT * FROM persons ORDER BY person").fetchall())
+        conn.close()
+    assert found[0] == found[2]  # the same persons, ids and sizes, either way
+    assert [row[2:] for row in found[1]] == [row[2:] for row in found[3]]
+
+
+def test_a_read_only_open_during_a_bulk_load_says_the_persons_are_not_filled(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "bulk.db"
+    engine = Engine(path, durable=False)
+    engine.ingest(_bulk_lines(3000), received=5, batch_size=1500)
+    assert engine.store.persons_deferred
+    with pytest.raises(StoreError, match="filled the persons table; open it with write"):
+        Engine(path, readonly=True)
+    engine.close()
+    with Engine(path, readonly=True) as reader:
+        assert reader.person_of("K", "u1") == "u0"
+
+
+def test_another_writer_during_a_bulk_load_fills_the_persons_and_the_load_goes_on(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "bulk.db"
+    lines = _bulk_lines(6000)
+    engine = Engine(path, durable=False)
+    engine.ingest(lines[:3000], received=5, batch_size=1500)
+    assert engine.store.persons_deferred
+    with Engine(path) as other:  # opens with write access: fills them at open
+        assert other.person_of("K", "u1") == "u0"
+    engine.ingest(lines[3000:], received=5, batch_size=1500)
+    assert not engine.store.persons_deferred  # as committed by the other writer
+    engine.ingest(["/a?_k=K&_p=u1&_n=u5999"], received=5)
+    engine.close()
+    with Engine(path) as again:
+        again.check()
+        assert again.person("K", "u5999").identities == ("u0", "u1", "u5999")
+        assert again.counts()["people"] == 3999

@@ -478,6 +478,8 @@ def audit_database(engine: Engine, tenant: str | None = None, as_of: int | None 
     >>> report.people, report.identities, [k.received for k in report.kinds]
     (1, 2, [1, 0, 1])
     """
+    if engine.store.deferred:  # a bulk load just ended: its raw queries need the persons
+        engine.store.build_deferred_indexes()
     q = _Query(engine.store.conn, tenant, as_of)
     # sorts and groupings over events spill to temp files, not memory: memory follows the
     # identities the audit holds, not the calls (the store keeps temp data in memory)
