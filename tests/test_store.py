@@ -18,7 +18,7 @@ from identity import (
 )
 from identity import engine as engine_module
 from identity.calls import Call
-from identity.store import DEFERRED_KEY, SCHEMA_VERSION, Store, sqlite_error
+from identity.store import _SCHEMA, DEFERRED_KEY, SCHEMA_VERSION, Store, sqlite_error
 from tests import test_promise as promise
 
 
@@ -470,29 +470,21 @@ def test_a_bulk_load_gives_the_state_of_a_plain_one(calls: list[Call], data: st.
 
 # --- dedupe keys: by time in new databases, by identity in databases before schema 4 -----
 
-_OLD_EVENTS = """CREATE TABLE events (
-    id INTEGER PRIMARY KEY,
-    identity INTEGER NOT NULL REFERENCES identities (id),
-    key BLOB NOT NULL, name TEXT NOT NULL, name_key TEXT NOT NULL, t INTEGER NOT NULL,
-    td INTEGER NOT NULL, properties TEXT NOT NULL, sent INTEGER NOT NULL,
-    UNIQUE (identity, key)
-)"""
-_OLD_PROPERTIES = """CREATE TABLE properties (
-    id INTEGER PRIMARY KEY,
-    identity INTEGER NOT NULL REFERENCES identities (id),
-    key BLOB NOT NULL, name_key TEXT NOT NULL, name TEXT NOT NULL, value TEXT NOT NULL,
-    t INTEGER NOT NULL, td INTEGER NOT NULL, sent INTEGER NOT NULL,
-    UNIQUE (identity, key)
-)"""
+
+def _schema_3_table(table: str) -> str:
+    """Return ``CREATE TABLE`` of `table` as schema 3 had it: ``UNIQUE (identity, key)``."""
+    (create,) = [part for part in _SCHEMA.split(";") if f"CREATE TABLE {table} (" in part]
+    assert "UNIQUE (td, identity, key)" in create
+    return create.replace("UNIQUE (td, identity, key)", "UNIQUE (identity, key)")
 
 
 def _as_schema_3(path: Path) -> None:
     """Give a database the dedupe keys of schema 3: ``UNIQUE (identity, key)``, no index."""
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("BEGIN")
-    for table, create in (("events", _OLD_EVENTS), ("properties", _OLD_PROPERTIES)):
+    for table in ("events", "properties"):
         conn.execute(f"ALTER TABLE {table} RENAME TO old_{table}")
-        conn.execute(create)
+        conn.execute(_schema_3_table(table))
         conn.execute(f"INSERT INTO {table} SELECT * FROM old_{table}")
         conn.execute(f"DROP TABLE old_{table}")
     conn.execute("UPDATE meta SET value = '3' WHERE key = 'schema_version'")
