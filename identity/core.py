@@ -6,7 +6,11 @@ that is aliased to another one ends up in the same disjoint set, and the
 in it.
 
 It deliberately uses the **standard library only** (no networkx, no numpy), so
-it can be imported cheaply and reasoned about in isolation.  `UnionFind` is a
+it can be imported cheaply and reasoned about in isolation.  Two accelerators
+are optional and give the same results: ``_identity_speedups``, a small C
+extension (``identity/_speedups.c``) that setuptools builds at install time
+when a C compiler is there, interns and merges the pairs of `union_pairs`; and
+SciPy (``identity[accel]``) merges them when the C half is missing.  `UnionFind` is a
 drop-in replacement for :class:`networkx.utils.UnionFind` (same constructor,
 ``uf[x]``, ``union(*objects)``, ``to_sets()``, iteration), plus the read-only
 queries the engine needs (`UnionFind.find`, `UnionFind.name`, ...).
@@ -45,9 +49,11 @@ from __future__ import annotations
 
 import os
 from array import array
+from collections import deque
 from collections.abc import Callable, Hashable, Iterable, Iterator
-from itertools import chain, islice
-from typing import Any, Generic, TypeVar
+from itertools import chain, islice, starmap
+from operator import is_
+from typing import Any, Generic, Protocol, TypeVar, cast
 
 __all__ = ["UnionFind"]
 
@@ -78,9 +84,44 @@ def _load_scipy() -> Callable[[Any, Any, int], tuple[int, Any]] | None:
 
 #: `union_pairs` of at least this many items (twice the pairs) uses SciPy when installed.
 _ACCELERATE_FROM = 100_000
-#: Set ``IDENTITY_PURE_PYTHON=1`` to never use the accelerator.
+#: Set ``IDENTITY_PURE_PYTHON=1`` to use neither accelerator (compiled speedups, SciPy).
 PURE_PYTHON_ENV = "IDENTITY_PURE_PYTHON"
 _accelerator_cache: list[Callable[[Any, Any, int], tuple[int, Any]] | None] = []
+
+
+class _Speedups(Protocol):
+    """The compiled half of `UnionFind.union_pairs` (``identity/_speedups.c``)."""
+
+    def intern_pairs(self, index: dict[Any, int], pairs: list[Any] | tuple[Any, ...]) -> bytes:
+        """Return the int64 slot of every item of every pair, adding new items to `index`."""
+
+    def merge_slots(self, parent: array[int], slots: bytes) -> int:
+        """Union the slot pairs in `parent` as `UnionFind._merge_slots` does; links made."""
+
+
+def _load_speedups() -> _Speedups | None:
+    """Return the compiled `_identity_speedups` module, or None where it was not built."""
+    try:
+        import _identity_speedups  # type: ignore[import-not-found]
+    except ImportError:  # no C compiler at install time: the pure-Python path
+        return None
+    return cast(_Speedups, _identity_speedups)
+
+
+_speedups_cache: list[_Speedups | None] = []
+
+
+def _speedups() -> _Speedups | None:
+    """Return the compiled speedups, loaded on first use.
+
+    None where they were not built, or when :data:`PURE_PYTHON_ENV` is set (read at every
+    call, like `_accelerator`).
+    """
+    if os.environ.get(PURE_PYTHON_ENV, "") not in ("", "0"):
+        return None
+    if not _speedups_cache:
+        _speedups_cache.append(_load_speedups())
+    return _speedups_cache[0]
 
 
 def _accelerator() -> Callable[[Any, Any, int], tuple[int, Any]] | None:
@@ -439,42 +480,58 @@ class UnionFind(Generic[T]):
         ([['a', 'b', 'c'], ['d', 'e'], ['q']], 'a', ['q', 'b', 'c', 'd', 'e', 'a'])
         """
         index, items = self._index, self._items
-        pairs = pairs if isinstance(pairs, (list, tuple)) else list(pairs)
+        if type(pairs) is not list and type(pairs) is not tuple:  # (the C half takes these)
+            pairs = list(pairs)
         if len(index) > 2 * len(pairs):  # a few pairs into many items: one at a time
             union = self.union
             for a, b in pairs:
                 union(a, b)
             return
-        # One flat list first: a C-speed pass that the interning below then reads in order
-        # (reading the items through their pairs, one pointer further away, is slower).
-        flat = list(chain.from_iterable(pairs))
-        if len(flat) != 2 * len(pairs) or (pairs and set(map(len, pairs)) != {2}):
-            raise ValueError("every pair must have exactly two items")
         start = len(items)
-        # Interning in one pass at C speed, in place: the index is a dict whose __missing__
-        # hands out the next slot, looked up by map(); only a new item costs a Python-level
-        # call, and nothing is copied.
-        assert isinstance(index, _Interner)
+        speedups = _speedups()
         try:
-            slots = list(map(index.__getitem__, flat))
-        except BaseException:  # an unhashable item: forget the items interned so far
+            if speedups is not None:  # interning and merging in C, the same algorithm
+                compiled = speedups.intern_pairs(index, pairs)
+            else:
+                slots = self._intern(pairs)
+        except BaseException:  # an unhashable item or a bad pair: forget the new items
             for x in list(islice(index, start, None)):
                 del index[x]
             raise
-        del flat
         fresh = len(index) - start
         if fresh:
             items.extend(islice(index, start, None))
             self._parent.extend(array("q", [-1]) * fresh)
             self._least.extend(range(start, start + fresh))
-        components = _accelerator() if len(slots) >= _ACCELERATE_FROM else None
-        if components is not None:
-            self._merge_components(slots, components)
+        if speedups is not None:
+            self._n_links += speedups.merge_slots(self._parent, compiled)
         else:
-            self._merge_slots(slots)
+            components = _accelerator() if len(slots) >= _ACCELERATE_FROM else None
+            if components is not None:
+                self._merge_components(slots, components)
+            else:
+                self._merge_slots(slots)
         # The smallest member of each set is found again when it is next needed (`name`,
         # `union`): one pass over the items rather than a comparison per union.
         self._stale = True
+
+    def _intern(self, pairs: list[tuple[T, T]] | tuple[tuple[T, T], ...]) -> list[int]:
+        """Return the slot of every item of every pair, in order, adding new items to the index.
+
+        Pure Python; on an error the caller removes the new items again.
+        """
+        try:  # every pair has exactly two items: `is_` takes two arguments, at C speed
+            deque(starmap(is_, pairs), maxlen=0)
+        except TypeError:
+            if set(map(len, pairs)) != {2}:  # (raises TypeError itself for a non-sequence)
+                raise ValueError("every pair must have exactly two items") from None
+            raise
+        # Interning in one pass at C speed, in place: the index is a dict whose __missing__
+        # hands out the next slot, looked up by map() over the pairs' items in order; only a
+        # new item costs a Python-level call, and nothing is copied.
+        index = self._index
+        assert isinstance(index, _Interner)
+        return list(map(index.__getitem__, chain.from_iterable(pairs)))
 
     def _merge_slots(self, slots: list[int]) -> None:
         """Union the slot pairs ``slots[0::2], slots[1::2]`` (pure Python; ``least`` unused)."""
@@ -484,33 +541,34 @@ class UnionFind(Generic[T]):
         links = 0
         pairs_of = iter(slots)
         for a, b in zip(pairs_of, pairs_of, strict=False):
+            # path halving; each walk ends with p (q) = parent[root] = -size, read once
             p = parent[a]
-            while p >= 0:  # path halving
+            while p >= 0:
                 g = parent[p]
                 if g < 0:
                     a = p
+                    p = g
                     break
                 parent[a] = g
                 a = g
                 p = parent[g]
-            p = parent[b]
-            while p >= 0:
-                g = parent[p]
+            q = parent[b]
+            while q >= 0:
+                g = parent[q]
                 if g < 0:
-                    b = p
+                    b = q
+                    q = g
                     break
                 parent[b] = g
                 b = g
-                p = parent[g]
+                q = parent[g]
             if a == b:
                 continue
-            sa = parent[a]  # -size
-            sb = parent[b]
-            if sa <= sb:  # union by size: a is the root of the larger set
-                parent[a] = sa + sb
+            if p <= q:  # union by size: a is the root of the larger set
+                parent[a] = p + q
                 parent[b] = a
             else:
-                parent[b] = sa + sb
+                parent[b] = p + q
                 parent[a] = b
             links += 1
         self._parent = array("q", parent)

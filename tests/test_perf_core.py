@@ -1,6 +1,10 @@
-"""`UnionFind.union_pairs` (bulk interning, optional SciPy accelerator) is `union` in a loop."""
+"""`UnionFind.union_pairs` (bulk interning; the optional compiled speedups and SciPy) is
+`union` in a loop, on every path."""
 
 from __future__ import annotations
+
+import os
+from array import array
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -19,14 +23,25 @@ def _state(uf: UnionFind[str]) -> tuple[object, ...]:
     return sets, shown, list(uf), uf.n_sets, len(uf)
 
 
-@pytest.fixture(params=["pure", "accelerated"])
+def _compiled() -> core._Speedups:
+    """The compiled speedups, which CI builds (skipped elsewhere when they were not built)."""
+    speedups = core._load_speedups()
+    if speedups is None and not os.environ.get("CI"):
+        pytest.skip("the compiled speedups were not built (no C compiler at install time)")
+    assert speedups is not None, "CI must build _identity_speedups (gcc, Python headers)"
+    return speedups
+
+
+@pytest.fixture(params=["pure", "accelerated", "compiled"])
 def path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setattr(core, "_speedups_cache", [None])
+    monkeypatch.setattr(core, "_accelerator_cache", [None])
     if request.param == "accelerated":
         pytest.importorskip("scipy")
         monkeypatch.setattr(core, "_ACCELERATE_FROM", 0)
         monkeypatch.setattr(core, "_accelerator_cache", [core._load_scipy()])
-    else:
-        monkeypatch.setattr(core, "_accelerator_cache", [None])
+    elif request.param == "compiled":
+        monkeypatch.setattr(core, "_speedups_cache", [_compiled()])
     return str(request.param)
 
 
@@ -95,15 +110,17 @@ def test_pure_python_env_is_read_at_every_call(monkeypatch: pytest.MonkeyPatch) 
 
 
 def test_without_numpy_every_path_is_pure_python(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A plain install (no NumPy, no SciPy): big batches and to_sets run in pure Python."""
+    """A plain install (no compiler, no NumPy, no SciPy): every path runs in pure Python."""
     import sys
 
-    for name in ("numpy", "scipy", "scipy.sparse", "scipy.sparse.csgraph"):
+    for name in ("numpy", "scipy", "scipy.sparse", "scipy.sparse.csgraph", "_identity_speedups"):
         monkeypatch.setitem(sys.modules, name, None)  # importing it raises ImportError
     monkeypatch.setattr(core, "_accelerator_cache", [])
+    monkeypatch.setattr(core, "_speedups_cache", [])
     monkeypatch.delenv(core.PURE_PYTHON_ENV, raising=False)
     monkeypatch.setattr(core, "_ACCELERATE_FROM", 0)
     assert core._accelerator() is None
+    assert core._speedups() is None
     uf: UnionFind[int] = UnionFind()
     uf.union_pairs([(i, i + 1) for i in range(0, 20, 2)] + [(1, 2)])
     assert sorted(sorted(s) for s in uf.to_sets())[0] == [0, 1, 2, 3]
@@ -125,3 +142,105 @@ def test_an_unhashable_item_leaves_the_structure_as_it_was(path: str) -> None:
 def test_pairs_of_the_wrong_length_are_refused_even_when_they_add_up(path: str) -> None:
     with pytest.raises(ValueError, match="two items"):
         UnionFind().union_pairs([("a", "b", "c"), ("d",)])  # type: ignore[list-item]
+
+
+@settings(max_examples=200, deadline=None)
+@given(before=pairs, batch=pairs, weights=st.lists(names, max_size=5))
+def test_the_compiled_half_builds_the_same_forest(
+    before: list[tuple[str, str]], batch: list[tuple[str, str]], weights: list[str]
+) -> None:
+    """Slot for slot: the C interning and merge leave the pure-Python code's exact forest."""
+    speedups = _compiled()
+    forests = []
+    for compiled in (False, True):
+        uf: UnionFind[str] = UnionFind()
+        for i, x in enumerate(weights):
+            uf.add(x, weight=i + 2)
+        for a, b in before:
+            uf.union(a, b)
+        start = len(uf)
+        if compiled:
+            slots = list(array("q", speedups.intern_pairs(uf._index, batch)))
+        else:
+            slots = uf._intern(batch)
+        fresh = len(uf._index) - start
+        uf._items.extend(list(uf._index)[start:])
+        uf._parent.extend(array("q", [-1]) * fresh)
+        uf._least.extend(range(start, start + fresh))
+        if compiled:
+            links = speedups.merge_slots(uf._parent, array("q", slots).tobytes())
+        else:
+            links = uf._n_links
+            uf._merge_slots(slots)
+            links = uf._n_links - links
+        forests.append((slots, list(uf._index.items()), uf._parent.tolist(), links))
+    assert forests[0] == forests[1]
+
+
+def test_the_compiled_half_refuses_what_the_pure_one_refuses() -> None:
+    speedups = _compiled()
+    index: dict[object, int] = {"a": 0}
+    with pytest.raises(ValueError, match="exactly two items"):
+        speedups.intern_pairs(index, [("b", "c"), ("d", "e", "f")])
+    assert list(index) == ["a", "b", "c"]  # interned before the bad pair: union_pairs undoes it
+    with pytest.raises(TypeError, match="sequence of two items"):
+        speedups.intern_pairs(index, [7])  # type: ignore[list-item]
+    with pytest.raises(TypeError, match="unhashable"):
+        speedups.intern_pairs(index, [("g", [])])
+    assert list(index) == ["a", "b", "c", "g"]
+    with pytest.raises(TypeError, match="list or a tuple"):
+        speedups.intern_pairs(index, iter([("g", "h")]))  # type: ignore[arg-type]
+    assert array("q", speedups.intern_pairs(index, [["g", "a"], "hg"])).tolist() == [3, 0, 4, 3]
+    parent = array("q", [-2, -1, 0])  # {0, 2} below 0, {1}
+    with pytest.raises(ValueError, match="slot 3 is not in the forest of 3"):
+        speedups.merge_slots(parent, array("q", [0, 1, 3, 0]).tobytes())
+    with pytest.raises(ValueError, match="slot -1"):
+        speedups.merge_slots(parent, array("q", [-1, 0]).tobytes())
+    assert parent.tolist() == [-2, -1, 0]  # a bad slot changes nothing
+    with pytest.raises(ValueError, match="whole pairs"):
+        speedups.merge_slots(parent, array("q", [0]).tobytes())
+    with pytest.raises(TypeError, match="64-bit"):
+        speedups.merge_slots(array("i", [-1, -1]), array("q", [0, 1]).tobytes())
+    with pytest.raises(BufferError, match="not writable"):
+        speedups.merge_slots(b"\xff" * 16, array("q", [0, 1]).tobytes())
+    assert speedups.merge_slots(parent, array("q", [1, 0, 2, 1]).tobytes()) == 1
+    assert parent.tolist() == [-3, 0, 0]
+
+
+class _Shrinking:
+    """An item whose equality test empties the list of pairs being interned (hostile)."""
+
+    def __init__(self, victims: list[tuple[object, object]]) -> None:
+        self.victims = victims
+
+    def __hash__(self) -> int:
+        return 1
+
+    def __eq__(self, other: object) -> bool:
+        self.victims.clear()
+        return False
+
+
+def test_the_compiled_half_survives_pairs_that_change_under_it() -> None:
+    speedups = _compiled()
+    pairs: list[tuple[object, object]] = []
+    pairs += [(_Shrinking(pairs), "a"), (_Shrinking(pairs), "b"), ("c", "d")]
+    with pytest.raises(RuntimeError, match="changed size"):
+        speedups.intern_pairs({}, pairs)
+
+
+@pytest.mark.parametrize("speedups", [True, False], ids=["compiled", "pure"])
+def test_a_failed_union_pairs_leaves_the_structure_as_it_was(
+    speedups: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(core, "_speedups_cache", [_compiled() if speedups else None])
+    uf: UnionFind[object] = UnionFind(["q"])
+    uf.union_pairs([("a", "b")])
+    for bad in ([("c", "d"), ("e", [])], [("c", "d"), ("e",)], [("c", "d"), 5]):
+        with pytest.raises((TypeError, ValueError)):
+            uf.union_pairs(bad)  # type: ignore[arg-type]
+        assert list(uf) == ["q", "a", "b"]
+        assert uf.n_sets == 2
+    uf.union_pairs([("c", "a")])
+    assert uf.name("c") == "a"
+    assert uf.size("b") == 3
