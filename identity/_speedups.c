@@ -118,6 +118,26 @@ fail:
     return NULL;
 }
 
+/* The root of slot `a`, halving the path on the way; *minus_size = parent[root] = -size. */
+static inline int64_t
+root_of(int64_t *parent, int64_t a, int64_t *minus_size)
+{
+    int64_t p = parent[a], g;
+    while (p >= 0) {
+        g = parent[p];
+        if (g < 0) {
+            a = p;
+            p = g;
+            break;
+        }
+        parent[a] = g;
+        a = g;
+        p = parent[g];
+    }
+    *minus_size = p;
+    return a;
+}
+
 static PyObject *
 merge_slots(PyObject *module, PyObject *args)
 {
@@ -155,32 +175,9 @@ merge_slots(PyObject *module, PyObject *args)
     }
     Py_ssize_t links = 0;
     for (Py_ssize_t k = 0; k < m; k += 2) {
-        int64_t a = slots[k], b = slots[k + 1], p, q, g;
-        /* path halving; each walk ends with p (q) = parent[root] = -size */
-        p = parent[a];
-        while (p >= 0) {
-            g = parent[p];
-            if (g < 0) {
-                a = p;
-                p = g;
-                break;
-            }
-            parent[a] = g;
-            a = g;
-            p = parent[g];
-        }
-        q = parent[b];
-        while (q >= 0) {
-            g = parent[q];
-            if (g < 0) {
-                b = q;
-                q = g;
-                break;
-            }
-            parent[b] = g;
-            b = g;
-            q = parent[g];
-        }
+        int64_t p, q;
+        int64_t a = root_of(parent, slots[k], &p);
+        int64_t b = root_of(parent, slots[k + 1], &q);
         if (a == b) {
             continue;
         }
