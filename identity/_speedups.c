@@ -84,7 +84,11 @@ intern_pairs(PyObject *module, PyObject *args)
             goto fail;
         }
         PyObject *pair = PySequence_Fast_GET_ITEM(pairs, i);
-        Py_INCREF(pair); /* iterating a pair that is not a list or tuple runs its code */
+        if (!PySequence_Check(pair)) { /* an iterator could be read only once, as the pure path */
+            PyErr_SetString(PyExc_TypeError, "every pair must be a sequence of two items");
+            goto fail;
+        }
+        Py_INCREF(pair); /* reading a pair that is not a list or tuple runs its code */
         PyObject *items = PySequence_Fast(pair, "every pair must be a sequence of two items");
         Py_DECREF(pair);
         if (items == NULL) {

@@ -520,18 +520,24 @@ class UnionFind(Generic[T]):
 
         Pure Python; on an error the caller removes the new items again.
         """
-        try:  # every pair has exactly two items: `is_` takes two arguments, at C speed
+        # One flat list first, each pair read once (a one-shot iterator as a pair is then
+        # refused below, not silently half-read), then every pair checked for exactly two
+        # items: `is_` takes two arguments, at C speed (a 3-item pair beside a 1-item one).
+        flat = list(chain.from_iterable(pairs))
+        try:
+            if len(flat) != 2 * len(pairs):
+                raise ValueError("every pair must have exactly two items")
             deque(starmap(is_, pairs), maxlen=0)
         except TypeError:
             if set(map(len, pairs)) != {2}:  # (raises TypeError itself for a non-sequence)
                 raise ValueError("every pair must have exactly two items") from None
             raise
         # Interning in one pass at C speed, in place: the index is a dict whose __missing__
-        # hands out the next slot, looked up by map() over the pairs' items in order; only a
-        # new item costs a Python-level call, and nothing is copied.
+        # hands out the next slot, looked up by map(); only a new item costs a Python-level
+        # call, and nothing is copied.
         index = self._index
         assert isinstance(index, _Interner)
-        return list(map(index.__getitem__, chain.from_iterable(pairs)))
+        return list(map(index.__getitem__, flat))
 
     def _merge_slots(self, slots: list[int]) -> None:
         """Union the slot pairs ``slots[0::2], slots[1::2]`` (pure Python; ``least`` unused)."""

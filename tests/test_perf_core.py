@@ -230,6 +230,21 @@ def test_the_compiled_half_survives_pairs_that_change_under_it() -> None:
 
 
 @pytest.mark.parametrize("speedups", [True, False], ids=["compiled", "pure"])
+def test_a_pair_that_can_be_read_only_once_is_refused(
+    speedups: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not half-read: a one-shot iterator as a pair would give the check, not the interning,
+    its items."""
+    monkeypatch.setattr(core, "_speedups_cache", [_compiled() if speedups else None])
+    uf: UnionFind[str] = UnionFind()
+    with pytest.raises(TypeError):
+        uf.union_pairs([("a", "b"), iter(("c", "d"))])  # type: ignore[list-item]
+    assert len(uf) == 0
+    uf.union_pairs([["a", "b"], "cd"])  # any two-item sequence
+    assert uf.n_sets == 2
+
+
+@pytest.mark.parametrize("speedups", [True, False], ids=["compiled", "pure"])
 def test_a_failed_union_pairs_leaves_the_structure_as_it_was(
     speedups: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
