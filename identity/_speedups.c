@@ -17,7 +17,9 @@
  *       Union the slot pairs of `slots` (int64, as intern_pairs returns) in the forest
  *       `parent` (a writable buffer of int64: a parent slot, or minus the size at a root),
  *       by size with path halving, exactly as core.UnionFind._merge_slots does, so that the
- *       two give the same forest.  Returns the number of successful links.
+ *       two give the same forest.  Returns the number of successful links.  A slot or a
+ *       parent outside the forest is refused before anything changes; a cycle in the forest
+ *       (which UnionFind never makes) raises ValueError instead of looping.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -122,12 +124,16 @@ fail:
     return NULL;
 }
 
-/* The root of slot `a`, halving the path on the way; *minus_size = parent[root] = -size. */
+/* The root of slot `a`, halving the path on the way; *minus_size = parent[root] = -size.
+ * -1 when the walk takes more than `n` steps: the forest has a cycle. */
 static inline int64_t
-root_of(int64_t *parent, int64_t a, int64_t *minus_size)
+root_of(int64_t *parent, int64_t n, int64_t a, int64_t *minus_size)
 {
-    int64_t p = parent[a], g;
+    int64_t p = parent[a], g, steps = 0;
     while (p >= 0) {
+        if (++steps > n) {
+            return -1;
+        }
         g = parent[p];
         if (g < 0) {
             a = p;
@@ -177,11 +183,22 @@ merge_slots(PyObject *module, PyObject *args)
             goto done;
         }
     }
+    for (int64_t i = 0; i < n; i++) { /* the forest too: every parent is a slot of it */
+        if (parent[i] >= n) {
+            PyErr_Format(PyExc_ValueError, "the parent of slot %lld, %lld, is not in the forest",
+                         (long long)i, (long long)parent[i]);
+            goto done;
+        }
+    }
     Py_ssize_t links = 0;
     for (Py_ssize_t k = 0; k < m; k += 2) {
         int64_t p, q;
-        int64_t a = root_of(parent, slots[k], &p);
-        int64_t b = root_of(parent, slots[k + 1], &q);
+        int64_t a = root_of(parent, n, slots[k], &p);
+        int64_t b = a < 0 ? -1 : root_of(parent, n, slots[k + 1], &q);
+        if (b < 0) { /* links made so far stay made: the forest is no worse than it came */
+            PyErr_SetString(PyExc_ValueError, "the forest has a cycle");
+            goto done;
+        }
         if (a == b) {
             continue;
         }

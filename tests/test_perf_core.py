@@ -205,6 +205,12 @@ def test_the_compiled_half_refuses_what_the_pure_one_refuses() -> None:
         speedups.merge_slots(b"\xff" * 16, array("q", [0, 1]).tobytes())
     assert speedups.merge_slots(parent, array("q", [1, 0, 2, 1]).tobytes()) == 1
     assert parent.tolist() == [-3, 0, 0]
+    pair = array("q", [0, 0]).tobytes()
+    with pytest.raises(ValueError, match="parent of slot 0, 5, is not in the forest"):
+        speedups.merge_slots(array("q", [5, -1]), pair)  # would read past the buffer
+    for cycle in ([0], [1, 0]):  # would loop for ever
+        with pytest.raises(ValueError, match="cycle"):
+            speedups.merge_slots(array("q", cycle), pair)
 
 
 class _Shrinking:
@@ -219,6 +225,42 @@ class _Shrinking:
     def __eq__(self, other: object) -> bool:
         self.victims.clear()
         return False
+
+
+class _Hostile:
+    """An item whose hash or equality test raises, or empties the index being filled."""
+
+    def __init__(self, index: dict[object, int], mode: str) -> None:
+        self.index, self.mode = index, mode
+
+    def __hash__(self) -> int:
+        if self.mode == "hash":
+            raise RuntimeError("no hash today")
+        return 7
+
+    def __eq__(self, other: object) -> bool:
+        if self.mode == "eq":
+            raise RuntimeError("no equality today")
+        self.index.clear()
+        return False
+
+
+@pytest.mark.parametrize("mode", ["hash", "eq", "clear"])
+def test_the_compiled_half_survives_hostile_items(mode: str) -> None:
+    """Errors from an item's own code come back as themselves; an index emptied under the
+    interning gives slots that the merge still checks (no read outside the forest)."""
+    speedups = _compiled()
+    uf: UnionFind[object] = UnionFind()
+    uf.union_pairs([(7, 8)])  # 7 hashes like a _Hostile item: its __eq__ runs
+    pairs = [(_Hostile(uf._index, mode), 9), (1, 2)]
+    if mode == "clear":
+        slots = speedups.intern_pairs(uf._index, pairs)
+        assert array("q", slots).tolist() == [0, 1, 2, 3]  # slots handed out again from 0
+        with pytest.raises(ValueError, match="not in the forest"):
+            speedups.merge_slots(array("q", [-1]), slots)
+    else:
+        with pytest.raises(RuntimeError, match="today"):
+            speedups.intern_pairs(uf._index, pairs)
 
 
 def test_the_compiled_half_survives_pairs_that_change_under_it() -> None:
