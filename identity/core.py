@@ -89,6 +89,11 @@ PURE_PYTHON_ENV = "IDENTITY_PURE_PYTHON"
 _accelerator_cache: list[Callable[[Any, Any, int], tuple[int, Any]] | None] = []
 
 
+def _pure_python_forced() -> bool:
+    """Whether :data:`PURE_PYTHON_ENV` turns both accelerators off (read at every call)."""
+    return os.environ.get(PURE_PYTHON_ENV, "") not in ("", "0")
+
+
 class _Speedups(Protocol):
     """The compiled half of `UnionFind.union_pairs` (``identity/_speedups.c``)."""
 
@@ -117,7 +122,7 @@ def _speedups() -> _Speedups | None:
     None where they were not built, or when :data:`PURE_PYTHON_ENV` is set (read at every
     call, like `_accelerator`).
     """
-    if os.environ.get(PURE_PYTHON_ENV, "") not in ("", "0"):
+    if _pure_python_forced():
         return None
     if not _speedups_cache:
         _speedups_cache.append(_load_speedups())
@@ -130,7 +135,7 @@ def _accelerator() -> Callable[[Any, Any, int], tuple[int, Any]] | None:
     None when SciPy is missing or :data:`PURE_PYTHON_ENV` is set (read at every call, so
     that one process can time both paths).
     """
-    if os.environ.get(PURE_PYTHON_ENV, "") not in ("", "0"):
+    if _pure_python_forced():
         return None
     if not _accelerator_cache:
         _accelerator_cache.append(_load_scipy())
