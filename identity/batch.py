@@ -37,6 +37,7 @@ _second = itemgetter(1)
 _third = itemgetter(2)
 _event_td = itemgetter(5)  # of an EventRow
 _record_td = itemgetter(6)  # of a PropertyRow
+_reversed = itemgetter(1, 0)  # a link pair (a, b) as (b, a)
 
 
 def fingerprint(*parts: object) -> bytes:
@@ -282,12 +283,16 @@ def apply_batch(
         state = BatchState(store.next_identity_id(), *store.max_ids())
     if store.persons_deferred and not cache.complete:
         store.build_deferred_indexes()  # persons are read and written: fill them first
-    # a bulk load whose writer knows every person: the persons table waits for its end
+    # a bulk load whose writer knows every person: the persons table waits for its end, and
+    # changes to stored identities are appended to identity_updates
     bulk = store.persons_deferred
+    moved: dict[int, int] | None = {} if bulk and store.updates_deferred else None
     resolved = _resolve(store, accepted, cache, state.next_id)
     summary.new_identities = sum(len(c) for c in resolved.created.values())
-    person_of, merged, sizes, n_links = _merge(store, accepted, resolved, summary, cache, bulk)
-    times = _write_identities(store, resolved, cache, person_of, bulk)
+    person_of, merged, sizes, n_links = _merge(
+        store, accepted, resolved, summary, cache, bulk, moved
+    )
+    times = _write_identities(store, resolved, cache, person_of, bulk, moved)
     n_events, n_records = _write_events(store, accepted, resolved.ids, loose)
     after_events, after_records, after_links = store.max_ids()
     summary.duplicate_events = n_events - (after_events - state.events)
@@ -383,14 +388,17 @@ def _merge(
     summary: Summary,
     cache: IdentityCache,
     bulk: bool = False,
+    moved: dict[int, int] | None = None,
 ) -> tuple[dict[int, int], dict[int, int], dict[int, int], int]:
     """Step 2: write the batch's alias links and the merges they make.
 
     The persons of the links' endpoints are merged by `_union_by_weight`, weighted by
     their stored sizes, so that union by size picks the larger person of each
     merge as the survivor: only the absorbed side is relabelled (by row id when the
-    cache is complete and knows its members). In a `bulk` load the persons are the
-    cache's, and no ``persons`` row is written. Returns the person of every endpoint
+    cache is complete and knows its members; into `moved`, ``{identity: new person}``,
+    when it is given: the rows are then written by :func:`_write_identities`). In a `bulk`
+    load the persons are the cache's, and no ``persons`` row is written. Returns the person
+    of every endpoint
     identity created by the batch, ``{absorbed person: survivor}``, ``{survivor: size}``
     and the number of links sent.
     """
@@ -454,7 +462,11 @@ def _merge(
     # only the absorbed side of a merge is relabelled; every write goes in key order:
     # B-tree pages are visited left to right, each once
     moves = sorted(((root, p) for p, root in root_of.items() if p < first_new), key=_second)
-    if moves and cache.complete:
+    if moves and moved is not None:
+        members = cache.members
+        for root, p in moves:
+            moved.update(dict.fromkeys(members(p), root))
+    elif moves and cache.complete:
         members = cache.members
         rows = [(root, member) for root, p in moves for member in members(p)]
         rows.sort(key=_second)
@@ -472,7 +484,9 @@ def _merge(
         store.upsert_persons(
             PersonRow(root, tenant_of[root], roots[root], weight[root]) for root in sorted(roots)
         )
-    store.upsert_links([links[pair] for pair in sorted(links)])
+    # in the order of the store's unique index: newer identity first, or (a, b)
+    order = sorted(links, key=_reversed) if store.links_by_b else sorted(links)
+    store.upsert_links([links[pair] for pair in order])
     get_root = root_of.get
     new_endpoints = {x: get_root(x, x) for x in endpoints if x >= first_new}
     return new_endpoints, root_of, sizes, n_links
@@ -519,10 +533,14 @@ def _write_identities(
     cache: IdentityCache,
     person_of: dict[int, int],
     bulk: bool = False,
+    moved: dict[int, int] | None = None,
 ) -> dict[int, tuple[int, int]]:
     """Step 3: insert the new identities and lower the times of stored ones.
 
     A new identity in no link is a person of its own (no ``persons`` row in a `bulk` load).
+    With `moved` (the stored identities :func:`_merge` moved to another person), the
+    whole new state of every stored identity that changed is appended to the store's
+    ``identity_updates`` instead of written in place.
     """
     # plain tuples in IdentityRow / PersonRow order (no named tuple per new identity)
     identity_rows: list[tuple[int, str, str, int, int, int | None]] = []
@@ -564,10 +582,40 @@ def _write_identities(
         store.upsert_persons(person_rows)
     identity_rows.sort()
     store.insert_identities(identity_rows)
-    if touches:
+    if moved is not None:
+        if moved or touches:
+            store.append_identity_updates(_updates(cache, moved, touches, times))
+    elif touches:
         touches.sort(key=_third)
         store.touch_identities(touches)
     return times
+
+
+def _updates(
+    cache: IdentityCache,
+    moved: dict[int, int],
+    touches: list[tuple[int, int | None, int]],
+    times: dict[int, tuple[int, int]],
+) -> list[tuple[int, int, int, int | None]]:
+    """Return ``(id, person, first_seen, customer_since)`` of the stored identities changed.
+
+    The state after the batch: a moved identity's new person and its times (lowered by the
+    batch or as cached); a touched one's new times and its person (unchanged, or it would
+    have moved).
+    """
+    first, since, person = cache.first, cache.since, cache.person
+    rows: list[tuple[int, int, int, int | None]] = []
+    get_times = times.get
+    for row_id, root in moved.items():
+        known = get_times(row_id)
+        first_t, since_t = (first[row_id], since[row_id]) if known is None else known
+        rows.append((row_id, root, first_t, None if since_t == _NEVER else since_t))
+    rows.extend(
+        (row_id, person[row_id], first_t, since_t)
+        for first_t, since_t, row_id in touches
+        if row_id not in moved
+    )
+    return rows
 
 
 def _write_events(

@@ -71,7 +71,7 @@ __all__ = [
     "sqlite_error",
 ]
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 #: The views of the schema (added to older databases by migration 2 -> 3).
 _VIEWS = """
@@ -117,10 +117,16 @@ def _declare_foreign_keys(db: sqlite_utils.Database) -> None:
 #: (the same rows: ``key`` hashes ``td``), read by identity over ``events_identity`` /
 #: ``properties_identity``; older databases keep ``UNIQUE (identity, key)`` (no rewrite
 #: of their tables at open: :class:`Store` detects which one a database has).
+#: 5: a bulk load may leave the ``identity_updates`` table to apply when it is stopped
+#: (:data:`DEFERRED_KEY` says so), which an older identity would not apply: it refuses the
+#: database. New databases key links by ``UNIQUE (b, a)``, the newer identity first (a
+#: link's new rows go at the right end of the index), read by ``a`` over ``links_a``;
+#: older ones keep ``UNIQUE (a, b)`` and ``links_b`` (the same rows and upsert either way).
 _MIGRATIONS: dict[int, tuple[str | Callable[[sqlite_utils.Database], None], ...]] = {
     1: ("ALTER TABLE inputs ADD COLUMN received INTEGER",),
     2: (_declare_foreign_keys,),
     3: (),
+    4: (),
 }
 APPLICATION = "identity"
 _CHUNK = 500
@@ -153,9 +159,9 @@ CREATE TABLE links (
     t INTEGER NOT NULL,
     sent INTEGER NOT NULL,
     source TEXT NOT NULL,
-    UNIQUE (a, b)
+    UNIQUE (b, a)
 );
-CREATE INDEX links_b ON links (b);
+CREATE INDEX links_a ON links (a);
 CREATE TABLE events (
     id INTEGER PRIMARY KEY,
     identity INTEGER NOT NULL REFERENCES identities (id),
@@ -211,10 +217,12 @@ CREATE TABLE inputs (
 #: while it is deferred, the writer's complete identity cache is what keeps names unique.
 #: (Databases created before it was named keep the same constraint inline, not deferrable.)
 #: ``events_identity`` and ``properties_identity`` exist in databases of schema 4 and later
-#: only, and are deferred where they exist.
+#: only, ``links_a`` in databases of schema 5 and later, ``links_b`` in older ones; each is
+#: deferred where it exists.
 _DEFERRABLE = {
     "identities_tenant_identity": "CREATE UNIQUE INDEX IF NOT EXISTS identities_tenant_identity "
     "ON identities (tenant, identity)",
+    "links_a": "CREATE INDEX IF NOT EXISTS links_a ON links (a)",
     "links_b": "CREATE INDEX IF NOT EXISTS links_b ON links (b)",
     "identities_person": "CREATE INDEX IF NOT EXISTS identities_person ON identities (person)",
     "events_identity": "CREATE INDEX IF NOT EXISTS events_identity ON events (identity)",
@@ -223,11 +231,35 @@ _DEFERRABLE = {
 }
 #: What :data:`DEFERRED_KEY` lists for the ``persons`` table.
 _PERSONS = "persons"
+#: What :data:`DEFERRED_KEY` lists while the ``identity_updates`` table waits to be applied:
+#: the new person, ``first_seen`` and ``customer_since`` of stored identities that a bulk
+#: load's merges and calls changed, appended batch after batch (the last row of an identity
+#: holds its state) instead of updating identities in place, one random page each.
+_UPDATES = "identity_updates"
+_CREATE_UPDATES = """
+CREATE TABLE identity_updates (
+    id INTEGER NOT NULL,
+    person INTEGER NOT NULL,
+    first_seen INTEGER NOT NULL,
+    customer_since INTEGER
+)
+"""
+#: The updates into ``identities``: the last row of each identity, in row id order (one
+#: pass over the table, each page written once).
+_APPLY_UPDATES = """
+UPDATE identities
+SET person = u.person, first_seen = u.first_seen, customer_since = u.customer_since
+FROM (
+    SELECT id, person, first_seen, customer_since, max(rowid) FROM identity_updates
+    GROUP BY id ORDER BY id
+) AS u
+WHERE identities.id = u.id
+"""
 #: The deferrable indexes every database has (a bulk load defers nothing without them).
 #: ``identities_person`` is what :meth:`Store.relabel` moves a person's identities by; the
 #: bulk load's writer, whose cache knows every person's members, relabels them by row id
-#: (:meth:`Store.relabel_members`).
-_ALWAYS_DEFERRABLE = ("identities_tenant_identity", "links_b", "identities_person")
+#: (:meth:`Store.relabel_members`) or appends their new state (:data:`_UPDATES`).
+_ALWAYS_DEFERRABLE = ("identities_tenant_identity", "identities_person")
 #: The ``meta`` key that lists the indexes left to build (committed with their drop), and
 #: ``persons`` when the ``persons`` table is left to fill.
 DEFERRED_KEY = "deferred_indexes"
@@ -245,10 +277,10 @@ GROUP BY person ORDER BY person
 _WRITE_PATH = frozenset(
     {
         "batch_state", "next_identity_id", "max_ids", "persons_of", "insert_identities",
-        "touch_identities", "relabel_members", "delete_persons", "upsert_persons", "upsert_links",
-        "upsert_events", "upsert_properties", "upsert_quarantine", "input_state",
-        "record_input", "received_for", "meta", "set_meta", "checkpoint", "close",
-        "defer_indexes", "build_deferred_indexes",
+        "touch_identities", "relabel_members", "append_identity_updates", "delete_persons",
+        "upsert_persons", "upsert_links", "upsert_events", "upsert_properties",
+        "upsert_quarantine", "input_state", "record_input", "received_for", "meta", "set_meta",
+        "checkpoint", "close", "defer_indexes", "build_deferred_indexes",
     }
 )  # fmt: skip
 
@@ -921,10 +953,16 @@ class Store:
         #: Whether the ``persons`` table waits for the end of a bulk load (then filled from
         #: ``identities.person``); the write path then keeps persons in memory only.
         self.persons_deferred = False
+        #: Whether changes to stored identities go to ``identity_updates`` (applied at the
+        #: end of a bulk load, :meth:`append_identity_updates`) rather than to ``identities``.
+        self.updates_deferred = False
         #: Whether events and property records are unique by ``(td, identity, key)``
         #: (databases of schema 4 and later; see :meth:`upsert_events`), else by
         #: ``(identity, key)``.
         self.by_time = True
+        #: Whether links are unique by ``(b, a)``, the newer identity first (databases of
+        #: schema 5 and later), else by ``(a, b)``: the order :meth:`upsert_links` is fastest in.
+        self.links_by_b = True
         self._upsert_event = _UPSERT_EVENT.format(target=_BY_TIME)
         self._upsert_property = _UPSERT_PROPERTY.format(target=_BY_TIME)
         try:
@@ -1099,8 +1137,15 @@ class Store:
         return tables
 
     def _detect_dedupe_keys(self) -> None:
-        """Set :attr:`by_time` and the upserts from the unique indexes ``events`` has."""
+        """Set :attr:`links_by_b`, :attr:`by_time` and the upserts from the unique indexes."""
         conn = self.conn
+        for (index,) in conn.execute(
+            "SELECT name FROM pragma_index_list('links') WHERE \"unique\""
+        ):
+            first = conn.execute(
+                "SELECT name FROM pragma_index_info(?) WHERE seqno = 0", (index,)
+            ).fetchone()
+            self.links_by_b = first == ("b",)
         unique = conn.execute(
             "SELECT name FROM pragma_index_list('events') WHERE \"unique\""
         ).fetchall()
@@ -1154,11 +1199,12 @@ class Store:
         """Leave the read indexes out while an empty database is bulk-loaded.
 
         Call it inside the first write transaction. On a database with no identity and no
-        link, it drops the :data:`_DEFERRABLE` indexes (empty, so at no cost) and records
-        them under :data:`DEFERRED_KEY`, both committed with the transaction: random-order
-        inserts into them (a page dirtied per insert, written to the log at every commit)
-        are then replaced by one sorted build, after the load. Nothing else changes: every
-        write the load does is the same, and a read builds them first.
+        link, it drops the :data:`_DEFERRABLE` indexes (empty, so at no cost), creates the
+        ``identity_updates`` table and records both under :data:`DEFERRED_KEY`, all
+        committed with the transaction: random-order inserts into the indexes and updates
+        of stored identities in place (a page dirtied each, written to the log at every
+        commit) are then replaced by appends and one sorted pass each, after the load. A
+        read does those passes first, so nothing a reader sees changes.
 
         Returns
         -------
@@ -1191,20 +1237,26 @@ class Store:
         deferred = [name for name in _DEFERRABLE if name in names]
         for name in deferred:
             conn.execute(f"DROP INDEX {name}")
-        self.set_meta(DEFERRED_KEY, ",".join([*deferred, _PERSONS]))
-        self.deferred = self.persons_deferred = True
+        conn.execute(f"DROP TABLE IF EXISTS {_UPDATES}")  # left by no load: it is empty
+        conn.execute(_CREATE_UPDATES)
+        self.set_meta(DEFERRED_KEY, ",".join([*deferred, _UPDATES, _PERSONS]))
+        self.deferred = self.persons_deferred = self.updates_deferred = True
         return True
 
     @_translated
     def build_deferred_indexes(self) -> None:
         """Build the indexes :meth:`defer_indexes` left out (one sorted pass each).
 
-        In the open transaction when there is one (they then commit or roll back with it),
-        else in a transaction of their own. The store then reads as any other.
+        First the pending ``identity_updates`` are applied to ``identities`` (the last one
+        of each identity, in row id order) and the table dropped; then the ``persons`` are
+        filled from ``identities.person``; then the indexes are built. In the open
+        transaction when there is one (they then commit or roll back with it), else in a
+        transaction of their own. The store then reads as any other.
         """
         conn = self.conn
         listed = (self.meta(DEFERRED_KEY) or "").split(",")
-        statements = [_FILL_PERSONS] if _PERSONS in listed else []
+        statements = [_APPLY_UPDATES, f"DROP TABLE {_UPDATES}"] if _UPDATES in listed else []
+        statements += [_FILL_PERSONS] if _PERSONS in listed else []
         statements += [_DEFERRABLE[name] for name in _DEFERRABLE if name in listed]
         if conn.in_transaction:
             for statement in statements:
@@ -1221,7 +1273,7 @@ class Store:
                     conn.execute("DELETE FROM meta WHERE key = ?", (DEFERRED_KEY,))
             finally:
                 conn.execute("PRAGMA temp_store=MEMORY")
-        self.deferred = self.persons_deferred = False
+        self.deferred = self.persons_deferred = self.updates_deferred = False
 
     @_translated
     def checkpoint(self, mode: str = "PASSIVE") -> tuple[int, int, int]:
@@ -1342,7 +1394,9 @@ class Store:
         ).fetchone()
         # what is deferred, as committed (another process may have built it meanwhile)
         self.deferred = row[5] is not None
-        self.persons_deferred = self.deferred and _PERSONS in str(row[5]).split(",")
+        listed = str(row[5]).split(",") if self.deferred else []
+        self.persons_deferred = _PERSONS in listed
+        self.updates_deferred = _UPDATES in listed
         return (
             int(row[0] or 0),
             int(row[1] or 0) + 1,
@@ -1439,6 +1493,21 @@ class Store:
         self.conn.executemany("UPDATE identities SET person = ? WHERE id = ?", rows)
 
     @_translated
+    def append_identity_updates(self, rows: Iterable[tuple[int, int, int, int | None]]) -> None:
+        """Record the state of stored identities changed by a bulk load's batch.
+
+        Rows ``(id, person, first_seen, customer_since)``: the whole new state of each
+        identity, appended to ``identity_updates`` (while :attr:`updates_deferred`), and
+        written into ``identities`` by :meth:`build_deferred_indexes`, the last row of an
+        identity winning. Appends fill the table's last pages only, where updates in place
+        would dirty a random page of ``identities`` each once it outgrows the page cache.
+        """
+        self.conn.executemany(
+            f"INSERT INTO {_UPDATES} (id, person, first_seen, customer_since) VALUES (?, ?, ?, ?)",
+            rows,
+        )
+
+    @_translated
     def delete_persons(self, ids: Iterable[tuple[int]]) -> None:
         """Delete person rows absorbed by a merge."""
         self.conn.executemany("DELETE FROM persons WHERE id = ?", ids)
@@ -1454,7 +1523,10 @@ class Store:
 
     @_translated
     def upsert_links(self, rows: Iterable[LinkRow] | Iterable[Sequence[Any]]) -> None:
-        """Insert alias links ``(a, b, t, sent, source)``; a known pair keeps the earliest t."""
+        """Insert alias links ``(a, b, t, sent, source)``; a known pair keeps the earliest t.
+
+        Fastest in ``(b, a)`` order when :attr:`links_by_b`, else in ``(a, b)`` order.
+        """
         self.conn.executemany(_UPSERT_LINK, rows)
 
     @_translated

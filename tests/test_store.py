@@ -18,7 +18,14 @@ from identity import (
 )
 from identity import engine as engine_module
 from identity.calls import Call
-from identity.store import _SCHEMA, DEFERRED_KEY, SCHEMA_VERSION, Store, sqlite_error
+from identity.store import (
+    _CREATE_UPDATES,
+    _SCHEMA,
+    DEFERRED_KEY,
+    SCHEMA_VERSION,
+    Store,
+    sqlite_error,
+)
 from tests import test_promise as promise
 
 
@@ -264,6 +271,7 @@ STORE_CALLS: dict[str, tuple[object, ...]] = {
     "touch_identities": ([],),
     "relabel": ([],),
     "relabel_members": ([(1, 2)],),
+    "append_identity_updates": ([(1, 1, 5, None)],),
     "delete_persons": ([],),
     "upsert_persons": ([],),
     "upsert_links": ([],),
@@ -394,13 +402,13 @@ def test_a_bulk_load_builds_its_read_indexes_when_it_closes(tmp_path: Path) -> N
     assert engine.store.deferred
     deferred = [
         "identities_tenant_identity",
-        "links_b",
+        "links_a",
         "identities_person",
         "events_identity",
         "properties_identity",
     ]
     assert not set(deferred) & _indexes(path)
-    assert engine.store.meta(DEFERRED_KEY) == ",".join([*deferred, "persons"])
+    assert engine.store.meta(DEFERRED_KEY) == ",".join([*deferred, "identity_updates", "persons"])
     assert _count(path, "persons") == 0  # filled from identities.person at the end
     engine.close()
     assert set(deferred) <= _indexes(path)
@@ -432,7 +440,7 @@ def test_a_bulk_load_killed_before_it_closes_gets_its_indexes_at_the_next_open(
     engine.store.conn.close()  # as a killed process would leave it: no index built
     assert "identities_tenant_identity" not in _indexes(path)
     with Engine(path) as again:
-        assert {"identities_tenant_identity", "links_b"} <= _indexes(path)
+        assert {"identities_tenant_identity", "links_a"} <= _indexes(path)
         assert again.check()["identities"] == 3000
         summary = again.ingest(_bulk_lines(3000), received=5)
         assert summary.new_identities == 0  # the unique index holds: names known
@@ -549,13 +557,66 @@ def test_a_bulk_load_into_an_empty_schema_3_database_defers_what_it_has(tmp_path
     engine.ingest(_bulk_lines(3000), received=5, batch_size=1500)
     assert (
         engine.store.meta(DEFERRED_KEY)
-        == "identities_tenant_identity,links_b,identities_person,persons"
+        == "identities_tenant_identity,links_a,identities_person,identity_updates,persons"
     )
     engine.close()
     assert not {"events_identity", "properties_identity"} & _indexes(path)
     with Engine(path) as again:
         assert again.check()["identities"] == 3000
         assert again.ingest(_bulk_lines(3000), received=5).duplicate_events == 2000
+
+
+def _with_links_by_a(path: Path) -> None:
+    """Give a database the links of schema 4: ``UNIQUE (a, b)`` and ``links_b``."""
+    (create,) = [part for part in _SCHEMA.split(";") if "CREATE TABLE links (" in part]
+    assert "UNIQUE (b, a)" in create
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("BEGIN")
+    conn.execute("ALTER TABLE links RENAME TO old_links")
+    conn.execute(create.replace("UNIQUE (b, a)", "UNIQUE (a, b)"))
+    conn.execute("INSERT INTO links SELECT * FROM old_links")
+    conn.execute("DROP TABLE old_links")
+    conn.execute("CREATE INDEX links_b ON links (b)")
+    conn.execute("UPDATE meta SET value = '4' WHERE key = 'schema_version'")
+    conn.execute("COMMIT")
+    conn.close()
+
+
+def test_a_new_database_keys_links_by_the_newer_identity_first(tmp_path: Path) -> None:
+    path = tmp_path / "id.db"
+    with Engine(path) as engine:
+        assert engine.store.links_by_b
+        engine.alias("K", "a", "b", t=5)
+        assert engine.alias("K", "b", "a", t=4).status == "duplicate"
+        assert engine.person("K", "a").identities == ("a", "b")
+    assert _unique_columns(path, "links") == [["b", "a"]]
+    assert "links_a" in _indexes(path)
+
+
+def test_a_database_with_links_by_a_keeps_them_and_its_bulk_load_defers_links_b(
+    tmp_path: Path,
+) -> None:
+    lines = _merging_lines(3000, seed=5)
+    old, new = tmp_path / "old.db", tmp_path / "new.db"
+    Engine(old).close()
+    _with_links_by_a(old)
+    summaries = []
+    for path in (old, new):
+        with Engine(path, durable=False) as engine:
+            assert engine.store.links_by_b == (path == new)
+            engine.ingest(lines[:2000], received=5, batch_size=1000)
+            deferred = engine.store.meta(DEFERRED_KEY) or ""
+            assert ("links_b" if path == old else "links_a") in deferred.split(",")
+        with Engine(path) as engine:
+            summaries.append(engine.ingest(lines, received=5))  # over the indexes
+            engine.check()
+    assert summaries[0] == summaries[1]
+    assert summaries[0].duplicate_aliases > 900  # the first 2000 lines' aliases
+    assert _unique_columns(old, "links") == [["a", "b"]]
+    assert {"links_b"} <= _indexes(old) and "links_a" not in _indexes(old)
+    assert _people_rows(old) == _people_rows(new)
+    with Engine(old) as a, Engine(new) as b:
+        assert promise.observe(a) == promise.observe(b)
 
 
 def test_a_bulk_load_relabels_merged_persons_by_their_members(tmp_path: Path) -> None:
@@ -597,6 +658,77 @@ def test_a_bulk_load_relabels_merged_persons_by_their_members(tmp_path: Path) ->
         conn.close()
     assert found[0] == found[2]  # the same persons, ids and sizes, either way
     assert [row[2:] for row in found[1]] == [row[2:] for row in found[3]]
+
+
+def _merging_lines(n: int, seed: int) -> list[str]:
+    """Aliases and events over few identities, times going down: batch after batch, a bulk
+    load merges stored persons and lowers the first_seen and customer_since of stored
+    identities."""
+    import random
+
+    rng = random.Random(seed)
+    lines = []
+    for i in range(n):
+        a, b, t = rng.randrange(n // 2), rng.randrange(n // 2), 10 * n - i
+        if i % 2:
+            lines.append(f"/a?_k=K&_p=u{a}&_n=u{b}&_t={t}")
+        else:
+            lines.append(f"/e?_k=K&_p=u{a}&_n=Paid&_t={t}")
+    return lines
+
+
+def _people_rows(path: Path) -> list[tuple[object, ...]]:
+    conn = sqlite3.connect(path)
+    try:
+        return conn.execute("SELECT * FROM people ORDER BY tenant, identity").fetchall()
+    finally:
+        conn.close()
+
+
+def test_a_bulk_load_killed_with_identity_updates_pending_applies_them_at_the_next_open(
+    tmp_path: Path,
+) -> None:
+    """Merges and lowered times of stored identities wait in identity_updates (appended,
+    not written in place) until the load ends; a kill leaves them there, committed, and
+    the next open applies them: the state of a plain load, row for row."""
+    lines = _merging_lines(4000, seed=3)
+    bulk, plain = tmp_path / "bulk.db", tmp_path / "plain.db"
+    engine = Engine(bulk, durable=False)
+    engine.ingest(lines, received=5, batch_size=1000)
+    assert engine.store.updates_deferred
+    pending = engine.store.conn.execute(
+        "SELECT count(*), count(DISTINCT id) FROM identity_updates"
+    ).fetchone()
+    assert pending[0] > pending[1] > 100  # identities changed in more than one batch
+    engine.store.conn.close()  # killed
+    saved = engine_module.BULK_FROM
+    try:
+        engine_module.BULK_FROM = 10**9
+        with Engine(plain, durable=False) as engine:
+            engine.ingest(lines, received=5, batch_size=1000)
+    finally:
+        engine_module.BULK_FROM = saved
+    with Engine(bulk) as again:
+        assert again.store.meta(DEFERRED_KEY) is None
+        assert "identity_updates" not in again.store.db.table_names()
+        again.check()
+        got = promise.observe(again)
+    with Engine(plain) as engine:
+        assert got == promise.observe(engine)
+    assert _people_rows(bulk) == _people_rows(plain)  # first_seen, customer_since too
+
+
+def test_an_empty_identity_updates_table_of_no_load_does_not_stop_the_next_one(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "bulk.db"
+    with Engine(path, durable=False) as engine:
+        engine.store.conn.execute(_CREATE_UPDATES)  # as a load rolled back could not leave it
+        engine.ingest(_merging_lines(3000, seed=4), received=5, batch_size=1500)
+        assert engine.store.updates_deferred
+    with Engine(path) as again:
+        again.check()
+        assert "identity_updates" not in again.store.db.table_names()
 
 
 def test_a_read_only_open_during_a_bulk_load_says_the_persons_are_not_filled(
