@@ -249,7 +249,7 @@ def _configure_scale(parser: argparse.ArgumentParser) -> None:
         type=_counts,
         default=None,
         metavar="N[,N...]",
-        help="sizes: calls to generate and ingest, one run each, smallest first "
+        help="sizes: calls to generate and ingest, smallest first (see --repeat) "
         "(default: 1M,4M,10M)",
     )
     parser.add_argument(
@@ -282,6 +282,14 @@ def _configure_scale(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="passed to identity ingest (default: its own)",
     )
+    parser.add_argument(
+        "--repeat",
+        type=_positive,
+        default=1,
+        metavar="N",
+        help="ingest (and floor) N times per size, in turns, and report the median run "
+        "(default: 1)",
+    )
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress on stderr")
     parser.add_argument(
@@ -306,6 +314,7 @@ def _run_scale(args: argparse.Namespace) -> int:
         ingest_args=extra,
         progress=None if args.quiet else sys.stderr,
         floor=not args.no_floor,
+        repeat=args.repeat,
     )
     print(json.dumps(series.as_dict(), indent=2) if args.json else series.text())
     growth = series.growth

@@ -12,6 +12,10 @@ Three steps per size, each its own process so that its figures are its own:
    a child process of its own (`run` with ``floor=True``), so that the ingest's share of the
    floor's calls per CPU second is measured in the same run, at every size.
 
+With ``--repeat N`` steps 2 and 4 run N times, in turns (each ingest into a new database),
+and the run of median CPU time of each gives the figures: on a shared machine one run of
+the same code can be 20% off the next.
+
 `run_sizes` does that for several sizes (by default 1M, 4M and 10M calls) and reports, side
 by side, calls per CPU and per wall second, system time, peak RSS, and the ratio of the CPU
 per call at the largest size to that at the smallest: a write path whose cost does not grow
@@ -158,6 +162,10 @@ class ScaleResult:
     check: ProcessFigures | None = None
     #: The floor on the same lines (None: not run).
     floor: ProcessFigures | None = None
+    #: Every ingest run of a ``repeat`` (:attr:`ingest` is the median one), in order.
+    ingest_runs: tuple[ProcessFigures, ...] = ()
+    #: Every floor run (:attr:`floor` is the median one), in order.
+    floor_runs: tuple[ProcessFigures, ...] = ()
 
     @property
     def floor_share(self) -> float | None:
@@ -226,6 +234,20 @@ class ScaleResult:
         return f"{table}\n\nidentity ingest said: {self.summary}"
 
 
+def median_run(runs: Sequence[ProcessFigures]) -> ProcessFigures:
+    """Return the run of median CPU time (the lower of the two middle ones of an even count).
+
+    Examples
+    --------
+    >>> runs = [ProcessFigures((), 0, 1.0, cpu, 0.0, 0, "") for cpu in (3.0, 1.0, 2.0, 9.0)]
+    >>> median_run(runs).user_s
+    2.0
+    """
+    if not runs:
+        raise ValueError("no runs")
+    return sorted(runs, key=lambda figures: figures.cpu_s)[(len(runs) - 1) // 2]
+
+
 def _db_bytes(db: Path) -> int:
     return sum(
         Path(f"{db}{suffix}").stat().st_size
@@ -245,19 +267,25 @@ def run(
     check: bool = False,
     ingest_args: Sequence[str] = (),
     floor: bool = False,
+    repeat: int = 1,
 ) -> ScaleResult:
     """Generate `calls` calls to a file, then ``identity ingest`` them into a new database.
 
     With `check`, ``identity check`` of the database follows (its figures in
     :attr:`ScaleResult.check`); with `floor`, the floor on the same lines (its figures in
     :attr:`ScaleResult.floor`). `ingest_args` are added to the ingest's command line
-    (``["--batch-size", "50000"]``).
+    (``["--batch-size", "50000"]``). With `repeat`, the ingest (into a new database each
+    time) and the floor run that many times, in turns, and the run of median CPU time of
+    each is the result's (every run is kept: :attr:`ScaleResult.ingest_runs`): on a shared
+    machine one run can be 20% off.
 
     Raises
     ------
     RuntimeError
         If either step fails.
     """
+    if repeat < 1:
+        raise ValueError(f"repeat must be at least 1, not {repeat}")
     tmp = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="bench-scale-"))
     tmp.mkdir(parents=True, exist_ok=True)
     lines, db = tmp / f"{shape}-{calls}.url", tmp / f"{shape}-{calls}.db"
@@ -300,28 +328,39 @@ def run(
         generate = run_measured(generate_argv)
         if generate.status != 0:
             raise RuntimeError(f"generate failed ({generate.status}): {generate.output[-2000:]}")
-        say(f"  {generate.wall_s:,.1f} s; $ {shlex.join(ingest_argv)}")
-        ingest = run_measured(ingest_argv)
-        if ingest.status != 0:
-            raise RuntimeError(f"ingest failed ({ingest.status}): {ingest.output[-2000:]}")
+        say(f"  {generate.wall_s:,.1f} s")
+        ingests: list[ProcessFigures] = []
+        floors: list[ProcessFigures] = []
+        for turn in range(repeat):
+            for suffix in ("", "-wal", "-shm"):  # each run into a new database
+                Path(f"{db}{suffix}").unlink(missing_ok=True)
+            say(f"$ {shlex.join(ingest_argv)}" + (f"  # run {turn + 1}" if repeat > 1 else ""))
+            ingest = run_measured(ingest_argv)
+            if ingest.status != 0:
+                raise RuntimeError(f"ingest failed ({ingest.status}): {ingest.output[-2000:]}")
+            per_cpu = calls / ingest.cpu_s if ingest.cpu_s else 0.0
+            say(f"  {ingest.wall_s:,.1f} s ({per_cpu:,.0f} calls per CPU second)")
+            ingests.append(ingest)
+            if floor:
+                say(f"$ {shlex.join(floor_argv)}  # the floor")
+                floor_db.unlink(missing_ok=True)
+                floored = run_measured(floor_argv)
+                if floored.status != 0:
+                    raise RuntimeError(
+                        f"floor failed ({floored.status}): {floored.output[-2000:]}"
+                    )
+                say(
+                    f"  {floored.wall_s:,.1f} s "
+                    f"({calls / floored.cpu_s if floored.cpu_s else 0:,.0f} calls per CPU second)"
+                )
+                floors.append(floored)
+        ingest = median_run(ingests)
         summaries = [line for line in ingest.output.splitlines() if " calls: " in line]
-        per_cpu = calls / ingest.cpu_s if ingest.cpu_s else 0.0
-        say(f"  {ingest.wall_s:,.1f} s ({per_cpu:,.0f} calls per CPU second)")
         checked = None
         if check:
             say(f"$ {shlex.join(check_argv)}")
             checked = run_measured(check_argv)
             say(f"  exit {checked.status}, {checked.wall_s:,.1f} s")
-        floored = None
-        if floor:
-            say(f"$ {shlex.join(floor_argv)}  # the floor")
-            floored = run_measured(floor_argv)
-            if floored.status != 0:
-                raise RuntimeError(f"floor failed ({floored.status}): {floored.output[-2000:]}")
-            say(
-                f"  {floored.wall_s:,.1f} s "
-                f"({calls / floored.cpu_s if floored.cpu_s else 0:,.0f} calls per CPU second)"
-            )
         return ScaleResult(
             calls=calls,
             shape=shape,
@@ -331,7 +370,9 @@ def run(
             ingest=ingest,
             summary=summaries[-1] if summaries else ingest.output[-300:],
             check=checked,
-            floor=floored,
+            floor=median_run(floors) if floors else None,
+            ingest_runs=tuple(ingests),
+            floor_runs=tuple(floors),
         )
     finally:
         if not keep:
@@ -382,6 +423,11 @@ class ScaleSeries:
             ("calls/s (CPU)", lambda r: f"{r.cpu_rate:,.0f}"),
             ("calls/s (wall)", lambda r: f"{r.rate:,.0f}"),
             ("CPU per call", lambda r: f"{r.cpu_per_call_us:,.1f} us"),
+            (
+                "CPU per call, every run",
+                lambda r: ", ".join(f"{run.cpu_s / r.calls * 1e6:,.1f}" for run in r.ingest_runs)
+                + " us",
+            ),
             ("CPU time (user + sys)", lambda r: f"{r.ingest.cpu_s:,.1f} s"),
             ("system time", lambda r: f"{r.ingest.system_s:,.1f} s"),
             ("wall time", lambda r: f"{r.ingest.wall_s:,.1f} s"),
@@ -431,10 +477,12 @@ def run_sizes(
     ingest_args: Sequence[str] = (),
     progress: IO[str] | None = sys.stderr,
     floor: bool = True,
+    repeat: int = 1,
 ) -> ScaleSeries:
     """Run `run` for each size in `sizes` (one after the other, never two at once).
 
     With `floor`, the floor runs on the lines of the first (smallest) size, where its goal is.
+    `repeat` is passed to `run`: the figures of each size are then those of its median run.
 
     Raises
     ------
@@ -452,6 +500,7 @@ def run_sizes(
             check=check,
             ingest_args=ingest_args,
             floor=floor and i == 0,  # the goal is at the smallest size
+            repeat=repeat,
         )
         for i, calls in enumerate(sizes)
     ]

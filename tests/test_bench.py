@@ -125,6 +125,23 @@ def test_scale_runs_generate_and_ingest(tmp_path: Path) -> None:
     assert not any(tmp_path.iterdir())  # without --keep the files go
 
 
+def test_scale_repeats_the_ingest_and_the_floor_in_turns_and_reports_the_median(
+    tmp_path: Path,
+) -> None:
+    result = scale.run(300, workdir=str(tmp_path), progress=None, floor=True, repeat=3)
+    assert len(result.ingest_runs) == len(result.floor_runs) == 3
+    cpu = sorted(run.cpu_s for run in result.ingest_runs)
+    assert result.ingest in result.ingest_runs
+    assert result.ingest.cpu_s == cpu[1]
+    assert result.floor in result.floor_runs
+    assert "300 calls" in result.summary
+    series = scale.ScaleSeries((result,))
+    assert "CPU per call, every run" in series.text()
+    assert len(series.as_dict()["sizes"][0]["ingest_runs"]) == 3
+    with pytest.raises(ValueError, match="repeat must be at least 1"):
+        scale.run(300, workdir=str(tmp_path), progress=None, repeat=0)
+
+
 # --- building blocks ----------------------------------------------------------------------------
 
 
