@@ -346,9 +346,7 @@ def run(
                 floor_db.unlink(missing_ok=True)
                 floored = run_measured(floor_argv)
                 if floored.status != 0:
-                    raise RuntimeError(
-                        f"floor failed ({floored.status}): {floored.output[-2000:]}"
-                    )
+                    raise RuntimeError(f"floor failed ({floored.status}): {floored.output[-2000:]}")
                 say(
                     f"  {floored.wall_s:,.1f} s "
                     f"({calls / floored.cpu_s if floored.cpu_s else 0:,.0f} calls per CPU second)"
@@ -425,8 +423,9 @@ class ScaleSeries:
             ("CPU per call", lambda r: f"{r.cpu_per_call_us:,.1f} us"),
             (
                 "CPU per call, every run",
-                lambda r: ", ".join(f"{run.cpu_s / r.calls * 1e6:,.1f}" for run in r.ingest_runs)
-                + " us",
+                lambda r: (
+                    ", ".join(f"{run.cpu_s / r.calls * 1e6:,.1f}" for run in r.ingest_runs) + " us"
+                ),
             ),
             ("CPU time (user + sys)", lambda r: f"{r.ingest.cpu_s:,.1f} s"),
             ("system time", lambda r: f"{r.ingest.system_s:,.1f} s"),
