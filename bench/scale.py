@@ -13,8 +13,8 @@ Three steps per size, each its own process so that its figures are its own:
    floor's calls per CPU second is measured in the same run, at every size.
 
 With ``--repeat N`` steps 2 and 4 run N times, in turns (each ingest into a new database),
-and the run of median CPU time of each gives the figures: on a shared machine one run of
-the same code can be 20% off the next.
+and the run of median CPU time of each gives the figures, the floor share being the median
+of each turn's: on a shared machine one run of the same code can be 20% off the next.
 
 `run_sizes` does that for several sizes (by default 1M, 4M and 10M calls) and reports, side
 by side, calls per CPU and per wall second, system time, peak RSS, and the ratio of the CPU
@@ -169,10 +169,21 @@ class ScaleResult:
 
     @property
     def floor_share(self) -> float | None:
-        """Ingest calls per CPU second over the floor's (None: floor not run)."""
+        """Ingest calls per CPU second over the floor's (None: floor not run).
+
+        Of repeated runs, the median of each turn's share (an ingest and the floor run
+        right after it): paired, so that the machine's drift over the turns cancels out.
+        """
         if self.floor is None or not self.ingest.cpu_s:
             return None
-        return self.floor.cpu_s / self.ingest.cpu_s
+        if len(self.floor_runs) < 2 or len(self.floor_runs) != len(self.ingest_runs):
+            return self.floor.cpu_s / self.ingest.cpu_s
+        shares = sorted(
+            floor.cpu_s / ingest.cpu_s
+            for ingest, floor in zip(self.ingest_runs, self.floor_runs, strict=True)
+            if ingest.cpu_s
+        )
+        return shares[(len(shares) - 1) // 2] if shares else None
 
     @property
     def rate(self) -> float:
@@ -443,6 +454,17 @@ class ScaleSeries:
             (
                 "ingest / floor (calls per CPU s)",
                 lambda r: "-" if r.floor_share is None else f"{r.floor_share:.0%}",
+            ),
+            (
+                "ingest / floor, every turn",
+                lambda r: (
+                    ", ".join(
+                        f"{floor.cpu_s / ingest.cpu_s:.0%}"
+                        for ingest, floor in zip(r.ingest_runs, r.floor_runs, strict=False)
+                        if ingest.cpu_s
+                    )
+                    or "-"
+                ),
             ),
         ]
         headers = ["figure", *(f"{r.calls:,} calls" for r in results)]

@@ -134,6 +134,10 @@ def test_scale_repeats_the_ingest_and_the_floor_in_turns_and_reports_the_median(
     assert result.ingest in result.ingest_runs
     assert result.ingest.cpu_s == cpu[1]
     assert result.floor in result.floor_runs
+    shares = sorted(
+        f.cpu_s / i.cpu_s for i, f in zip(result.ingest_runs, result.floor_runs, strict=True)
+    )
+    assert result.floor_share == shares[1]  # the median turn, each ingest with its floor
     assert "300 calls" in result.summary
     series = scale.ScaleSeries((result,))
     assert "CPU per call, every run" in series.text()
