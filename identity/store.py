@@ -20,6 +20,9 @@ One file (or ``:memory:``) holds everything, in plain tables any SQL tool can re
     how far each input file has been ingested (resumable ingest).
 ``meta``
     schema version and settings.
+``identity_updates``
+    only while a bulk load runs (or after one was stopped, until the next open): the new
+    state of stored identities it changed, applied when it ends (:meth:`Store.defer_indexes`).
 
 A merge relabels only the smaller person's rows (``UPDATE identities SET person = ?
 WHERE person = ?`` over an index); the display id lives one row away in ``persons``, so a
