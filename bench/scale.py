@@ -176,14 +176,19 @@ class ScaleResult:
         """
         if self.floor is None or not self.ingest.cpu_s:
             return None
-        if len(self.floor_runs) < 2 or len(self.floor_runs) != len(self.ingest_runs):
+        shares = sorted(self.turn_shares)
+        if len(shares) < 2 or len(self.floor_runs) != len(self.ingest_runs):
             return self.floor.cpu_s / self.ingest.cpu_s
-        shares = sorted(
+        return shares[(len(shares) - 1) // 2]
+
+    @property
+    def turn_shares(self) -> list[float]:
+        """Each turn's floor share: an ingest run's calls per CPU second over its floor's."""
+        return [
             floor.cpu_s / ingest.cpu_s
-            for ingest, floor in zip(self.ingest_runs, self.floor_runs, strict=True)
+            for ingest, floor in zip(self.ingest_runs, self.floor_runs, strict=False)
             if ingest.cpu_s
-        )
-        return shares[(len(shares) - 1) // 2] if shares else None
+        ]
 
     @property
     def rate(self) -> float:
@@ -457,14 +462,7 @@ class ScaleSeries:
             ),
             (
                 "ingest / floor, every turn",
-                lambda r: (
-                    ", ".join(
-                        f"{floor.cpu_s / ingest.cpu_s:.0%}"
-                        for ingest, floor in zip(r.ingest_runs, r.floor_runs, strict=False)
-                        if ingest.cpu_s
-                    )
-                    or "-"
-                ),
+                lambda r: ", ".join(f"{share:.0%}" for share in r.turn_shares) or "-",
             ),
         ]
         headers = ["figure", *(f"{r.calls:,} calls" for r in results)]
